@@ -1,0 +1,1 @@
+"""The code behind bin/ scripts: argparse, a call into lib/, printed results."""

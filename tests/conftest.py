@@ -1,0 +1,170 @@
+"""Session fixtures: real Postgres, DynamoDB Local and cognito-local on free loopback ports.
+
+Nothing is mocked. Each service starts once per test session and stops at the
+end; tests stay independent by using unique handles and group ids.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from backend_flask import create_app
+from backend_flask.config import ROOT, Config
+from backend_flask.lib import cognito, db, ddb, local_services
+from backend_flask.lib.aws import make_client
+
+TEST_PASSWORD = "Test-passw0rd!"
+
+
+@dataclass
+class Stack:
+    """The running services and the settings that reach them."""
+
+    config: Config
+    postgres: local_services.Service | None
+    dynamodb: local_services.Service
+    cognito: local_services.Service
+    workdir: Path
+
+
+def _postgres_url(tmp: Path) -> tuple[str, local_services.Service | None, str | None]:
+    """Return (url, service we started or None, admin url to drop a database we created)."""
+    given = os.environ.get("TEST_CONNECTION_URL") or os.environ.get("CONNECTION_URL")
+    if not given:
+        port = local_services.free_port()
+        service = local_services.start_postgres(tmp / "postgres", port, database="cruddur_test", throwaway=True)
+        return f"postgresql://postgres@127.0.0.1:{port}/cruddur_test", service, None
+    # A server someone else runs: work in a database of our own and drop it afterwards.
+    name = f"cruddur_test_{os.getpid()}"
+    with psycopg.connect(given, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(given)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info), None, given
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    """Start every backing service once for the session."""
+    tmp = tmp_path_factory.mktemp("stack")
+    started: list[local_services.Service] = []
+    admin_url = None
+    try:
+        pg_url, pg_service, admin_url = _postgres_url(tmp)
+        if pg_service:
+            started.append(pg_service)
+        dynamodb = local_services.start_dynamodb_local(local_services.free_port(), None, tmp / "dynamodb.log")
+        started.append(dynamodb)
+        cognito_service = local_services.start_cognito_local(local_services.free_port(), tmp / "cognito",
+                                                             tmp / "cognito.log")
+        started.append(cognito_service)
+        db.load_schema(pg_url)
+        idp = make_client("cognito-idp", region="us-east-1", endpoint_url=cognito_service.url)
+        pool_id, client_id = cognito.ensure_pool(idp)
+        config = Config.from_env(
+            environ={},
+            connection_url=pg_url,
+            aws_endpoint_url=dynamodb.url,
+            cognito_endpoint_url=cognito_service.url,
+            cognito_user_pool_id=pool_id,
+            cognito_client_id=client_id,
+            frontend_url="http://localhost:3000",
+            log_level="WARNING",
+        )
+        ddb.create_table(make_client("dynamodb", region=config.aws_region, endpoint_url=dynamodb.url),
+                         config.ddb_message_table)
+        yield Stack(config, pg_service, dynamodb, cognito_service, tmp)
+    finally:
+        for service in reversed(started):
+            service.stop()
+        if admin_url:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "cruddur_test_{os.getpid()}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def config(stack: Stack) -> Config:
+    """Settings that point at the session's services."""
+    return stack.config
+
+
+@pytest.fixture(scope="session")
+def pg_url(config: Config) -> str:
+    """A connection URL of the session's Postgres database (schema loaded)."""
+    return config.connection_url
+
+
+@pytest.fixture(scope="session")
+def ddb_client(config: Config):
+    """A DynamoDB client for the session's DynamoDB Local (table created)."""
+    return make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url)
+
+
+@pytest.fixture(scope="session")
+def idp(config: Config):
+    """A Cognito client for the session's cognito-local."""
+    return make_client("cognito-idp", region=config.cognito_region, endpoint_url=config.cognito_endpoint_url)
+
+
+@pytest.fixture(scope="session")
+def app(config: Config):
+    """The Flask app, built once, talking to the session's services."""
+    application = create_app(config)
+    application.config["TESTING"] = True
+    yield application
+    from backend_flask import clients
+
+    clients.close(application)
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def script_env(config: Config) -> dict[str, str]:
+    """Environment for running bin/ scripts as subprocesses against the session's services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COGNITO_", "DDB_"))}
+    env.update(config.as_env())
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def make_user(config: Config, idp, pg_url: str):
+    """Create a user in cognito-local and Postgres; return {uuid, handle, display_name, email, sub, token}."""
+
+    def _make(handle: str | None = None, display_name: str | None = None) -> dict:
+        handle = handle or f"user{uuid.uuid4().hex[:10]}"
+        display_name = display_name or f"User {handle}"
+        email = f"{handle.lower()}@example.test"
+        sub = cognito.sign_up(idp, config.cognito_user_pool_id, config.cognito_client_id, email=email,
+                              password=TEST_PASSWORD, handle=handle, display_name=display_name)
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute(
+                "INSERT INTO public.users (display_name, handle, email, cognito_user_id) "
+                "VALUES (%s, %s, %s, %s) RETURNING uuid",
+                (display_name, handle, email, sub),
+            ).fetchone()
+        token = cognito.access_token(idp, config.cognito_client_id, email=email, password=TEST_PASSWORD)
+        return {"uuid": str(row[0]), "handle": handle, "display_name": display_name, "email": email,
+                "sub": sub, "token": token}
+
+    return _make
+
+
+@pytest.fixture
+def auth(make_user):
+    """A fresh user and the Authorization header that carries their access token."""
+    user = make_user()
+    user["headers"] = {"Authorization": f"Bearer {user['token']}"}
+    return user
