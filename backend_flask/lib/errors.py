@@ -42,3 +42,9 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 class DynamoDBUnavailable(ServiceUnavailable):
     code = "dynamodb_unavailable"
+
+
+class InvalidCursor(DataError):
+    """A pagination cursor that this API did not issue."""
+
+    code = "invalid_cursor"
