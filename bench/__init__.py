@@ -1,0 +1,1 @@
+"""Benchmarks of the messaging backend against the local stack (run: bench/run)."""
