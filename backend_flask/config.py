@@ -29,6 +29,7 @@ class Config:
     db_pool_min: int = 1
     db_pool_max: int = 8
     db_timeout: float = 3.0            # seconds to get a connection or run a query
+    prod_connection_url: str = ""      # the server bin/db/* scripts reach with their `prod` argument
     # AWS: endpoint unset means real AWS
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
