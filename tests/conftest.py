@@ -168,3 +168,66 @@ def auth(make_user):
     user = make_user()
     user["headers"] = {"Authorization": f"Bearer {user['token']}"}
     return user
+
+
+# --- API fixtures
+
+COGNITO_LOCAL_KEY_FILE = ROOT / "node_modules" / "cognito-local" / "lib" / "keys" / "cognitoLocal.private.json"
+
+
+@pytest.fixture(scope="session")
+def pool_signing_key() -> dict:
+    """The private JWK that cognito-local signs every token with (it ships in the npm package)."""
+    import json
+
+    return json.loads(COGNITO_LOCAL_KEY_FILE.read_text())["jwk"]
+
+
+@pytest.fixture(scope="session")
+def foreign_signing_key() -> str:
+    """A PEM RSA private key that no user pool knows."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+@pytest.fixture(scope="session")
+def forge(config: Config, pool_signing_key: dict):
+    """Mint an RS256 token with chosen claims, signed by the pool's key unless `key` is given.
+
+    forge(sub=..., exp=..., **claims) starts from a valid access token of the
+    session's pool and app client; a claim set to None is left out.
+    """
+    import time
+
+    from jose import jwt
+
+    def _forge(*, key: dict | str | None = None, kid: str | None = None, **claims) -> str:
+        now = int(time.time())
+        body = {
+            "sub": str(uuid.uuid4()), "iss": config.cognito_issuer, "client_id": config.cognito_client_id,
+            "token_use": "access", "scope": "aws.cognito.signin.user.admin", "auth_time": now,
+            "iat": now, "exp": now + 3600, "jti": str(uuid.uuid4()), "username": str(uuid.uuid4()),
+        }
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        headers = {"kid": kid or pool_signing_key["kid"]}
+        return jwt.encode(body, key or pool_signing_key, algorithm="RS256", headers=headers)
+
+    return _forge
+
+
+@pytest.fixture
+def sign_in(config: Config, idp):
+    """Sign a make_user() user in with InitiateAuth; return the whole AuthenticationResult."""
+
+    def _sign_in(user: dict) -> dict:
+        return idp.initiate_auth(
+            ClientId=config.cognito_client_id, AuthFlow="USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": user["email"], "PASSWORD": TEST_PASSWORD},
+        )["AuthenticationResult"]
+
+    return _sign_in

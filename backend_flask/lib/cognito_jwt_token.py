@@ -1,0 +1,163 @@
+"""Verification of Cognito access tokens against the user pool's JWKS (no Flask here).
+
+One TokenVerifier per process: it downloads the pool's signing keys lazily,
+keeps them, and refetches only when a token names an unknown `kid`, at most
+once per `refresh_interval`. Only RS256 is accepted, whatever a token's
+header claims; the issuer pins the pool, so tokens minted by cognito-local
+(whose private key is public) are refused where a real pool is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+import requests
+from jose import jwk, jws
+from jose.exceptions import JWKError, JWSError
+
+from backend_flask.lib.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "RS256"
+MAX_TOKEN_LENGTH = 8192          # Cognito access tokens are ~1 KB; refuse absurd input early
+MAX_JWKS_BYTES = 256 * 1024
+FAILED_FETCH_BACKOFF = 1.0       # seconds a failed JWKS download is remembered (fail fast meanwhile)
+
+
+class InvalidToken(Exception):
+    """The token cannot be trusted; `code` is what the API shows (token_invalid, token_expired)."""
+
+    def __init__(self, code: str = "token_invalid", reason: str = ""):
+        super().__init__(reason or code)
+        self.code = code
+
+
+class JWKSUnavailable(ServiceUnavailable):
+    """The pool's JWKS could not be downloaded."""
+
+    code = "jwks_unavailable"
+
+
+class TokenVerifier:
+    """Verify Cognito access tokens of one user pool and one app client."""
+
+    def __init__(self, *, issuer: str, jwks_url: str, client_id: str, refresh_interval: float = 60.0,
+                 http_timeout: float = 2.0, leeway: float = 5.0):
+        self.issuer = issuer
+        self.jwks_url = jwks_url
+        self.client_id = client_id
+        self.refresh_interval = refresh_interval
+        self.http_timeout = http_timeout
+        self.leeway = leeway
+        self._keys: dict[str, jwk.Key] | None = None
+        self._attempted_at = float("-inf")       # monotonic time of the last download attempt
+        self._failed_at = float("-inf")          # monotonic time of the last failed download
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the claims of a valid access token; raise InvalidToken or JWKSUnavailable."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+            raise InvalidToken(reason="not a compact JWS")
+        try:
+            header = jws.get_unverified_header(token)
+        except JWSError as exc:
+            raise InvalidToken(reason=f"unreadable header: {exc}") from exc
+        # Pin the algorithm before any key is touched: no "none", no HS256 with a public key.
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken(reason=f"algorithm {header.get('alg')!r} not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken(reason="no kid")
+        key = self._key(kid)
+        try:
+            payload = jws.verify(token, key, algorithms=[ALGORITHM])
+        except JWSError as exc:
+            raise InvalidToken(reason=f"bad signature: {exc}") from exc
+        try:
+            claims = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidToken(reason="claims are not JSON") from exc
+        if not isinstance(claims, dict):
+            raise InvalidToken(reason="claims are not an object")
+        self._check_claims(claims)
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        """Raise InvalidToken unless the signed claims make this an unexpired access token for us."""
+        now = time.time()
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
+        if not all(_is_time(v) for v in (exp, iat, nbf)):
+            raise InvalidToken(reason="exp, iat or nbf missing or not a number")
+        if now > exp + self.leeway:
+            raise InvalidToken("token_expired", "expired")
+        if iat > now + self.leeway or nbf > now + self.leeway:
+            raise InvalidToken(reason="not valid yet")
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken(reason="issued by another pool")
+        if claims.get("token_use") != "access":
+            raise InvalidToken(reason="not an access token")
+        if claims.get("client_id") != self.client_id:
+            raise InvalidToken(reason="issued to another app client")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidToken(reason="no sub")
+
+    def _key(self, kid: str) -> jwk.Key:
+        """Return the pool's key `kid`, downloading the JWKS first if needed and allowed."""
+        keys = self._keys
+        if keys is not None and kid in keys:
+            return keys[kid]
+        with self._lock:
+            # Another thread may have refreshed while this one waited.
+            if self._keys is not None and kid in self._keys:
+                return self._keys[kid]
+            now = time.monotonic()
+            if self._keys is not None and now - self._attempted_at < self.refresh_interval:
+                # Rate limit: a stream of made-up kids must not turn into a stream of downloads.
+                raise InvalidToken(reason=f"unknown kid {kid!r}")
+            if self._keys is None and now - self._failed_at < FAILED_FETCH_BACKOFF:
+                raise JWKSUnavailable("JWKS download failed a moment ago")
+            self._attempted_at = now
+            self._keys = self._fetch()
+            if kid not in self._keys:
+                raise InvalidToken(reason=f"unknown kid {kid!r}")
+            return self._keys[kid]
+
+    def _fetch(self) -> dict[str, jwk.Key]:
+        """Download and parse the JWKS; only RSA signing keys for RS256 are kept."""
+        try:
+            response = self._session.get(self.jwks_url, timeout=self.http_timeout)
+            response.raise_for_status()
+            if len(response.content) > MAX_JWKS_BYTES:
+                raise ValueError("JWKS too large")
+            document = response.json()
+            entries = document["keys"]
+            if not isinstance(entries, list):
+                raise ValueError("keys is not a list")
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            self._failed_at = time.monotonic()
+            log.warning("JWKS download from %s failed: %s", self.jwks_url, exc)
+            raise JWKSUnavailable(f"JWKS unavailable: {exc}") from exc
+        keys: dict[str, jwk.Key] = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("kty") != "RSA" or not isinstance(entry.get("kid"), str):
+                continue
+            if entry.get("alg", ALGORITHM) != ALGORITHM or entry.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[entry["kid"]] = jwk.construct(entry, algorithm=ALGORITHM)
+            except JWKError as exc:
+                log.warning("skipping unusable JWKS key %s: %s", entry["kid"], exc)
+        log.info("loaded %d signing key(s) from %s", len(keys), self.jwks_url)
+        return keys
+
+
+def _is_time(value: Any) -> bool:
+    """Tell whether a claim is a finite NumericDate (bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
