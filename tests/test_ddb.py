@@ -1,0 +1,453 @@
+"""lib/ddb.py against the session's DynamoDB Local: patterns A–E, membership, idempotency, cursors."""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from backend_flask.lib import ddb
+from backend_flask.lib.errors import Conflict, InvalidCursor, NotFound
+
+
+@pytest.fixture
+def table(config) -> str:
+    """The session's messages table."""
+    return config.ddb_message_table
+
+
+def person(name: str = "user") -> dict:
+    """A participant with a unique uuid (the table does not need Postgres)."""
+    suffix = uuid.uuid4().hex[:8]
+    return {"uuid": str(uuid.uuid4()), "display_name": f"{name.title()} {suffix}", "handle": f"{name}{suffix}"}
+
+
+def partition(client, table: str, pk: str) -> list[dict]:
+    """Every item of one partition, oldest first, read strongly consistent."""
+    items, kwargs = [], {}
+    while True:
+        response = client.query(TableName=table, KeyConditionExpression="pk = :pk", ConsistentRead=True,
+                                ExpressionAttributeValues={":pk": {"S": pk}}, **kwargs)
+        items += [ddb._plain(i) for i in response["Items"]]
+        if "LastEvaluatedKey" not in response:
+            return items
+        kwargs = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
+
+
+def rows_of(client, table: str, owner: dict, group: str) -> list[dict]:
+    """The owner's conversation rows of one group (exactly one when all is well)."""
+    return [i for i in partition(client, table, f"GRP#{owner['uuid']}") if i["message_group_uuid"] == group]
+
+
+def start(client, table: str, message: str = "hello") -> tuple[dict, dict, str]:
+    """A fresh pair of users and their conversation."""
+    a, b = person("ann"), person("bob")
+    group = ddb.create_message_group(client, table, sender=a, receiver=b, message=message)["message_group_uuid"]
+    return a, b, group
+
+
+def ts(days: float = 0, micro: int = 0) -> str:
+    """A timestamp `days` after now, plus some microseconds."""
+    return ddb.to_iso(datetime.now(timezone.utc) + timedelta(days=days, microseconds=micro))
+
+
+# ---------------------------------------------------------------- pattern E
+
+def test_move_brings_both_rows_to_the_new_message_and_is_idempotent(ddb_client, table):
+    # GIVEN a conversation and a newer message
+    a, b, group = start(ddb_client, table)
+    later = ts(days=1)
+    # WHEN the same stream record is handled twice
+    first = ddb.move_message_groups(ddb_client, table, group, later, "second")
+    again = ddb.move_message_groups(ddb_client, table, group, later, "second")
+    # THEN both rows moved once, and each owner has exactly one row with the new message
+    assert (first, again) == (2, 0)
+    for owner in (a, b):
+        [row] = rows_of(ddb_client, table, owner, group)
+        assert (row["sk"], row["message"], row["last_message_at"]) == (later, "second", later)
+
+
+def test_move_only_goes_forward_when_records_arrive_out_of_order(ddb_client, table):
+    a, b, group = start(ddb_client, table)
+    newer, older = ts(days=2), ts(days=1)
+    ddb.move_message_groups(ddb_client, table, group, newer, "newest")
+    # WHEN an older message's record arrives afterwards
+    assert ddb.move_message_groups(ddb_client, table, group, older, "older") == 0
+    # THEN the rows still show the newest message
+    for owner in (a, b):
+        [row] = rows_of(ddb_client, table, owner, group)
+        assert (row["sk"], row["message"]) == (newer, "newest")
+
+
+def test_concurrent_moves_leave_one_row_per_owner_with_the_newest_message(ddb_client, table):
+    # GIVEN 12 messages whose records are handled by 6 racing invocations, in random order, some twice
+    a, b, group = start(ddb_client, table)
+    records = [(ts(days=1, micro=i), f"m{i}") for i in range(12)]
+    work = records + random.sample(records, 6)
+    random.shuffle(work)
+    errors: list[BaseException] = []
+
+    def handle(chunk):
+        try:
+            for sk, text in chunk:
+                ddb.move_message_groups(ddb_client, table, group, sk, text)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=handle, args=(work[i::6],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # THEN no error, and each owner has exactly one row, at the newest message
+    assert errors == []
+    newest_sk, newest_text = max(records)
+    for owner in (a, b):
+        [row] = rows_of(ddb_client, table, owner, group)
+        assert (row["sk"], row["message"]) == (newest_sk, newest_text)
+
+
+def test_a_stale_view_of_a_row_cannot_move_or_duplicate_it(ddb_client, table):
+    # GIVEN a handler that saw a row at its old position (a lagging GSI) after it had moved
+    a, _b, group = start(ddb_client, table)
+    [stale] = rows_of(ddb_client, table, a, group)
+    ddb.move_message_groups(ddb_client, table, group, ts(days=1), "moved")
+    # WHEN it tries to move the row from where it saw it
+    moved = ddb._move_row(ddb_client, table, group, stale, ts(days=2), "from stale view", None)
+    # THEN the condition refuses, and the row is still single and where the first move put it
+    assert moved is False
+    [row] = rows_of(ddb_client, table, a, group)
+    assert row["message"] == "moved"
+
+
+def test_move_steps_aside_when_another_conversation_of_the_owner_sits_at_that_microsecond(ddb_client, table):
+    # GIVEN ann's two conversations, and a message time at which ann's other row already sits
+    a, b = person("ann"), person("bob")
+    c = person("cy")
+    g1 = ddb.create_message_group(ddb_client, table, sender=a, receiver=b, message="to bob")["message_group_uuid"]
+    g2 = ddb.create_message_group(ddb_client, table, sender=a, receiver=c, message="to cy")["message_group_uuid"]
+    when = ts(days=1)
+    ddb.move_message_groups(ddb_client, table, g2, when, "cy at when")
+    # WHEN g1 moves to the same microsecond
+    assert ddb.move_message_groups(ddb_client, table, g1, when, "bob at when") == 2
+    # THEN both of ann's rows exist; g1's sits one microsecond later but knows its true time
+    [r1], [r2] = rows_of(ddb_client, table, a, g1), rows_of(ddb_client, table, a, g2)
+    assert r2["sk"] == when and r2["message"] == "cy at when"
+    assert r1["sk"] > when and r1["last_message_at"] == when and r1["message"] == "bob at when"
+    listed = ddb.list_message_groups(ddb_client, table, a["uuid"])["items"]
+    assert {(g["uuid"], g["created_at"]) for g in listed} == {(g1, when), (g2, when)}
+    # AND a later message of g1 at the row's bumped position still moves it forward
+    assert ddb.move_message_groups(ddb_client, table, g1, r1["sk"], "bob again") == 2
+    [r1] = rows_of(ddb_client, table, a, g1)
+    assert r1["message"] == "bob again"
+
+
+def test_message_from_image_accepts_only_message_items():
+    message = {"pk": {"S": "MSG#g"}, "sk": {"S": "2026-11-22T08:03:06.045123+00:00"}, "message": {"S": "hi"}}
+    assert ddb.message_from_image(message) == {"message_group_uuid": "g", "sk": message["sk"]["S"],
+                                               "message": "hi"}
+    for pk in ("MBR#g", "GRP#u", "IDEM#u"):
+        assert ddb.message_from_image({**message, "pk": {"S": pk}}) is None
+
+
+# ---------------------------------------------------------------- pattern C
+
+def test_new_conversation_writes_rows_membership_and_message_together(ddb_client, table):
+    a, b = person("ann"), person("bob")
+    capacity: list[dict] = []
+    result = ddb.create_message_group(ddb_client, table, sender=a, receiver=b, message="first", capacity=capacity)
+    group = result["message_group_uuid"]
+    assert group == ddb.pair_group_uuid(b["uuid"], a["uuid"])
+    assert result["handle"] == a["handle"] and result["message"] == "first"
+    [row_a], [row_b] = rows_of(ddb_client, table, a, group), rows_of(ddb_client, table, b, group)
+    assert row_a["user_handle"] == b["handle"] and row_b["user_handle"] == a["handle"]
+    assert [m["message"] for m in partition(ddb_client, table, f"MSG#{group}")] == ["first"]
+    assert ddb.is_member(ddb_client, table, group, a["uuid"]) and ddb.is_member(ddb_client, table, group, b["uuid"])
+    assert capacity and all("CapacityUnits" in c for c in capacity)
+    # Membership and message items stay out of the GSI, which holds exactly the two rows.
+    indexed = ddb_client.query(TableName=table, IndexName=ddb.GROUP_INDEX,
+                               KeyConditionExpression="message_group_uuid = :g",
+                               ExpressionAttributeValues={":g": {"S": group}})["Items"]
+    assert sorted(i["pk"]["S"] for i in indexed) == sorted([f"GRP#{a['uuid']}", f"GRP#{b['uuid']}"])
+
+
+def test_new_conversation_writes_nothing_when_one_of_its_items_conflicts(ddb_client, table):
+    # GIVEN a conflicting item: only the receiver's membership of the pair's conversation
+    a, b = person("ann"), person("bob")
+    group = ddb.pair_group_uuid(a["uuid"], b["uuid"])
+    ddb_client.put_item(TableName=table, Item={"pk": {"S": f"MBR#{group}"}, "sk": {"S": b["uuid"]}})
+    # WHEN ann starts the conversation
+    with pytest.raises(NotFound):
+        ddb.create_message_group(ddb_client, table, sender=a, receiver=b, message="first")
+    # THEN none of its items was written
+    assert rows_of(ddb_client, table, a, group) == [] and rows_of(ddb_client, table, b, group) == []
+    assert partition(ddb_client, table, f"MSG#{group}") == []
+    assert [i["sk"] for i in partition(ddb_client, table, f"MBR#{group}")] == [b["uuid"]]
+
+
+def test_starting_a_conversation_twice_continues_the_first(ddb_client, table):
+    a, b, group = start(ddb_client, table, "first")
+    # WHEN bob "starts" a conversation with ann
+    again = ddb.create_message_group(ddb_client, table, sender=b, receiver=a, message="reply")
+    # THEN it is the same conversation, with both messages, and still one row each
+    assert again["message_group_uuid"] == group and again["handle"] == b["handle"]
+    assert [m["message"] for m in partition(ddb_client, table, f"MSG#{group}")] == ["first", "reply"]
+    assert len(rows_of(ddb_client, table, a, group)) == 1 and len(rows_of(ddb_client, table, b, group)) == 1
+
+
+def test_both_people_starting_at_the_same_moment_get_one_conversation(ddb_client, table):
+    # GIVEN 4 pairs, each pair's people starting their conversation from 2 threads each at once
+    pairs = [(person("ann"), person("bob")) for _ in range(4)]
+    barrier = threading.Barrier(16)
+    results, errors = [], []
+
+    def begin(sender, receiver, n):
+        barrier.wait()
+        try:
+            results.append(ddb.create_message_group(ddb_client, table, sender=sender, receiver=receiver,
+                                                     message=f"hi {n}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=begin, args=(s, r, f"{i}-{j}"))
+               for i, (a, b) in enumerate(pairs) for j, (s, r) in enumerate([(a, b), (b, a)] * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # THEN every call succeeded, each pair has one conversation holding all 4 messages, one row per person
+    assert errors == []
+    for a, b in pairs:
+        group = ddb.pair_group_uuid(a["uuid"], b["uuid"])
+        assert sum(r["message_group_uuid"] == group for r in results) == 4
+        assert len(partition(ddb_client, table, f"MSG#{group}")) == 4
+        for owner in (a, b):
+            assert len(partition(ddb_client, table, f"GRP#{owner['uuid']}")) == 1
+        assert len(partition(ddb_client, table, f"MBR#{group}")) == 2
+
+
+def test_a_conversation_with_oneself_is_refused(ddb_client, table):
+    a = person()
+    with pytest.raises(Conflict) as raised:
+        ddb.create_message_group(ddb_client, table, sender=a, receiver=a, message="me")
+    assert raised.value.code == "message_group_self"
+
+
+# ---------------------------------------------------------------- pattern D
+
+def test_messages_with_the_same_timestamp_both_survive(ddb_client, table, monkeypatch):
+    # GIVEN a clock that returns the same microsecond to both writers
+    a, b, group = start(ddb_client, table)
+    frozen = ts(days=1)
+    monkeypatch.setattr(ddb, "now_iso", lambda: frozen)
+    # WHEN two messages are written
+    m1 = ddb.create_message(ddb_client, table, message_group_uuid=group, sender=a, message="one")
+    m2 = ddb.create_message(ddb_client, table, message_group_uuid=group, sender=b, message="two")
+    # THEN both exist, the second one microsecond later
+    assert m1["created_at"] == frozen and m2["created_at"] > frozen
+    texts = [m["message"] for m in partition(ddb_client, table, f"MSG#{group}")]
+    assert texts[-2:] == ["one", "two"]
+
+
+def test_a_non_member_cannot_post_and_is_not_a_member(ddb_client, table):
+    _a, _b, group = start(ddb_client, table)
+    stranger = person("eve")
+    assert ddb.is_member(ddb_client, table, group, stranger["uuid"]) is False
+    with pytest.raises(NotFound) as raised:
+        ddb.create_message(ddb_client, table, message_group_uuid=group, sender=stranger, message="spam")
+    assert raised.value.code == "message_group_not_found"
+    assert len(partition(ddb_client, table, f"MSG#{group}")) == 1
+
+
+@pytest.mark.parametrize("group", ["", "not-a-uuid", "x" * 5000, str(uuid.uuid4())])
+def test_unknown_or_malformed_groups_are_not_found(ddb_client, table, group):
+    a = person()
+    assert ddb.is_member(ddb_client, table, group, a["uuid"]) is False
+    with pytest.raises(NotFound):
+        ddb.create_message(ddb_client, table, message_group_uuid=group, sender=a, message="x")
+
+
+def test_twenty_writers_lose_no_message_and_paging_returns_each_once_in_order(ddb_client, table):
+    # GIVEN 20 threads each appending 5 messages to one conversation
+    a, b, group = start(ddb_client, table, "start")
+    errors = []
+
+    def write(n):
+        try:
+            for i in range(5):
+                ddb.create_message(ddb_client, table, message_group_uuid=group, sender=(a, b)[n % 2],
+                                   message=f"t{n}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    # WHEN pattern A pages backwards through the conversation, 7 at a time
+    pages, cursor = [], None
+    while True:
+        page = ddb.list_messages(ddb_client, table, group, limit=7, before=cursor)
+        pages.append(page["items"])
+        cursor = page["next"]
+        if cursor is None:
+            break
+    # THEN every message appears exactly once, oldest first within and across pages
+    seen = [m for page in reversed(pages) for m in page]
+    assert len(seen) == 101 and len({m["uuid"] for m in seen}) == 101
+    assert [m["created_at"] for m in seen] == sorted(m["created_at"] for m in seen)
+    assert seen[0]["message"] == "start"
+    # and each writer's messages are in the order it wrote them
+    for n in range(20):
+        assert [m["message"] for m in seen if m["message"].startswith(f"t{n}-")] == [f"t{n}-{i}" for i in range(5)]
+
+
+# ---------------------------------------------------------------- patterns A and B
+
+def test_list_messages_returns_the_latest_page_oldest_first(ddb_client, table):
+    a, b, group = start(ddb_client, table, "m0")
+    for i in range(1, 5):
+        ddb.create_message(ddb_client, table, message_group_uuid=group, sender=(a, b)[i % 2], message=f"m{i}")
+    capacity: list[dict] = []
+    page = ddb.list_messages(ddb_client, table, group, limit=3, capacity=capacity)
+    assert [m["message"] for m in page["items"]] == ["m2", "m3", "m4"]
+    assert set(page["items"][0]) == {"uuid", "display_name", "handle", "message", "created_at"}
+    assert capacity and capacity[0]["TableName"] == table
+    older = ddb.list_messages(ddb_client, table, group, limit=3, before=page["next"])
+    assert [m["message"] for m in older["items"]] == ["m0", "m1"] and older["next"] is None
+
+
+def test_exactly_full_last_page_has_no_next_cursor(ddb_client, table):
+    _a, _b, group = start(ddb_client, table)
+    assert ddb.list_messages(ddb_client, table, group, limit=1)["next"] is None
+
+
+def test_conversations_are_listed_newest_first_including_last_years(ddb_client, table):
+    # GIVEN ann's conversations whose last messages are from last year, last month and now
+    ann = person("ann")
+    others = [person("old"), person("mid"), person("new")]
+    groups = []
+    for other in others:
+        groups.append(ddb.create_message_group(ddb_client, table, sender=other, receiver=ann,
+                                               message="hi")["message_group_uuid"])
+    last_year = datetime(datetime.now(timezone.utc).year - 1, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    for group, when in zip(groups[:2], (last_year, datetime.now(timezone.utc) - timedelta(days=30)), strict=True):
+        row = rows_of(ddb_client, table, ann, group)[0]
+        ddb_client.delete_item(TableName=table, Key={"pk": {"S": row["pk"]}, "sk": {"S": row["sk"]}})
+        ddb_client.put_item(TableName=table, Item=ddb._ddb({**row, "sk": ddb.to_iso(when),
+                                                           "last_message_at": ddb.to_iso(when)}))
+    # WHEN ann lists them two at a time
+    first = ddb.list_message_groups(ddb_client, table, ann["uuid"], limit=2)
+    second = ddb.list_message_groups(ddb_client, table, ann["uuid"], limit=2, before=first["next"])
+    # THEN all three appear, newest first, last year's included, showing the other person
+    listed = first["items"] + second["items"]
+    assert [g["uuid"] for g in listed] == [groups[2], groups[1], groups[0]]
+    assert listed[2]["created_at"] == ddb.to_iso(last_year) and listed[2]["handle"] == others[0]["handle"]
+    assert second["next"] is None
+
+
+# ---------------------------------------------------------------- idempotency
+
+def test_retrying_with_the_same_idempotency_key_writes_once(ddb_client, table):
+    a, b, group = start(ddb_client, table)
+    first = ddb.create_message(ddb_client, table, message_group_uuid=group, sender=a, message="once",
+                               idempotency_key="key-1")
+    retry = ddb.create_message(ddb_client, table, message_group_uuid=group, sender=a, message="once",
+                               idempotency_key="key-1")
+    assert retry == first
+    assert [m["message"] for m in partition(ddb_client, table, f"MSG#{group}")].count("once") == 1
+    # The same key from another sender is another request.
+    other = ddb.create_message(ddb_client, table, message_group_uuid=group, sender=b, message="once",
+                               idempotency_key="key-1")
+    assert other["uuid"] != first["uuid"]
+    # The idempotency item stays out of the GSI: no top-level message_group_uuid.
+    [idem] = partition(ddb_client, table, f"IDEM#{a['uuid']}")
+    assert "message_group_uuid" not in idem and idem["expires_at"] > 0
+
+
+def test_retrying_a_new_conversation_with_the_same_key_writes_once(ddb_client, table):
+    a, b = person("ann"), person("bob")
+    key = "k" * 300  # longer keys are hashed into the sort key
+    first = ddb.create_message_group(ddb_client, table, sender=a, receiver=b, message="hi", idempotency_key=key)
+    retry = ddb.create_message_group(ddb_client, table, sender=a, receiver=b, message="hi", idempotency_key=key)
+    assert retry == first and "message_group_uuid" in first
+    assert len(partition(ddb_client, table, f"MSG#{first['message_group_uuid']}")) == 1
+
+
+def test_concurrent_retries_with_one_key_write_one_message(ddb_client, table):
+    a, _b, group = start(ddb_client, table)
+    barrier = threading.Barrier(6)
+    results = []
+
+    def send():
+        barrier.wait()
+        results.append(ddb.create_message(ddb_client, table, message_group_uuid=group, sender=a, message="dup",
+                                          idempotency_key="same"))
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6 and len({r["uuid"] for r in results}) == 1
+    assert len(partition(ddb_client, table, f"MSG#{group}")) == 2
+
+
+# ---------------------------------------------------------------- cursors and limits
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("make", [
+    lambda group: "garbage!!",
+    lambda group: "",
+    lambda group: "x" * 2000,
+    lambda group: 12345,
+    lambda group: _b64(b"not json"),
+    lambda group: _b64(b"\xff\xfe"),
+    lambda group: _b64(b"[1, 2]"),
+    lambda group: _b64(f'{{"pk": "MSG#{group}"}}'.encode()),
+    lambda group: _b64(b'{"pk": "GRP#someone", "sk": "2026-01-01T00:00:00.000000+00:00"}'),
+    lambda group: _b64(f'{{"pk": "MSG#{group}", "sk": "DROP TABLE"}}'.encode()),
+    lambda group: _b64(f'{{"pk": "MSG#{group}", "sk": "2026-01-01T00:00:00+00:00", "x": 1}}'.encode()),
+], ids=["garbage", "empty", "huge", "number", "not-json", "not-utf8", "list", "no-sk", "wrong-pk",
+        "bad-sk", "extra-key"])
+def test_malformed_cursors_raise_invalid_cursor(ddb_client, table, make):
+    _a, _b, group = start(ddb_client, table)
+    with pytest.raises(InvalidCursor):
+        ddb.list_messages(ddb_client, table, group, before=make(group))
+
+
+def test_a_cursor_of_one_conversation_is_refused_by_another(ddb_client, table):
+    a, b, group = start(ddb_client, table)
+    ddb.create_message(ddb_client, table, message_group_uuid=group, sender=b, message="two")
+    cursor = ddb.list_messages(ddb_client, table, group, limit=1)["next"]
+    _c, _d, other = start(ddb_client, table)
+    with pytest.raises(InvalidCursor):
+        ddb.list_messages(ddb_client, table, other, before=cursor)
+    with pytest.raises(InvalidCursor):
+        ddb.list_message_groups(ddb_client, table, a["uuid"], before=cursor)
+
+
+@pytest.mark.parametrize(("given", "used"), [(None, 20), (0, 1), (-5, 1), (1, 1), ("7", 7), (100, 100), (10**9, 100)])
+def test_limit_is_clamped_into_one_to_a_hundred(given, used):
+    assert ddb.clamp_limit(given) == used
+
+
+@pytest.mark.parametrize("given", ["ten", True, 1.5j, [3]])
+def test_a_limit_that_is_not_a_number_is_a_value_error(given):
+    with pytest.raises(ValueError):
+        ddb.clamp_limit(given)
+
+
+def test_timestamps_are_utc_fixed_width_with_microseconds():
+    values = [ddb.now_iso() for _ in range(50)]
+    assert all(len(v) == 32 and v.endswith("+00:00") and ddb.is_timestamp(v) for v in values)
+    assert ddb.to_iso(datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=5)))) == "2024-12-31T19:00:00.000000+00:00"
