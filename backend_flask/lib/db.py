@@ -152,7 +152,7 @@ class Db:
 @contextlib.contextmanager
 def connect(url: str, timeout: float = 10.0, *, autocommit: bool = True) -> Iterator[psycopg.Connection]:
     """Open one connection outside any pool (scripts), with the project's errors on failure."""
-    kwargs = {**connect_kwargs(timeout), "autocommit": autocommit}
+    kwargs = {**connect_kwargs(timeout), "autocommit": autocommit, "application_name": "cruddur-script"}
     # Scripts may run long statements (schema changes): no statement timeout here.
     kwargs.pop("options")
     try:
@@ -272,15 +272,22 @@ def psql_path() -> str | None:
     return str(bundled) if bundled.is_file() else None
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """Return (the connection string without its password, the password or None)."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    password = info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**info), None if password is None else str(password)
+
+
 def redact(url: str) -> str:
-    """Return a connection URL with its password hidden, for messages and logs."""
+    """Return where a connection URL leads, user@host:port/dbname, without its password."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "(unparsable connection URL)"
-    if "password" in info:
-        info["password"] = "***"
-    return psycopg.conninfo.make_conninfo(**info)
+    user = f"{info['user']}@" if info.get("user") else ""
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{user}{info.get('host') or 'localhost'}{port}/{info.get('dbname') or ''}"
 
 
 def one_line(exc: BaseException) -> str:
