@@ -32,7 +32,7 @@ def partition(client, table: str, pk: str) -> list[dict]:
     while True:
         response = client.query(TableName=table, KeyConditionExpression="pk = :pk", ConsistentRead=True,
                                 ExpressionAttributeValues={":pk": {"S": pk}}, **kwargs)
-        items += [ddb._plain(i) for i in response["Items"]]
+        items += [ddb.from_item(i) for i in response["Items"]]
         if "LastEvaluatedKey" not in response:
             return items
         kwargs = {"ExclusiveStartKey": response["LastEvaluatedKey"]}
@@ -340,7 +340,7 @@ def test_conversations_are_listed_newest_first_including_last_years(ddb_client, 
     for group, when in zip(groups[:2], (last_year, datetime.now(timezone.utc) - timedelta(days=30)), strict=True):
         row = rows_of(ddb_client, table, ann, group)[0]
         ddb_client.delete_item(TableName=table, Key={"pk": {"S": row["pk"]}, "sk": {"S": row["sk"]}})
-        ddb_client.put_item(TableName=table, Item=ddb._ddb({**row, "sk": ddb.to_iso(when),
+        ddb_client.put_item(TableName=table, Item=ddb.to_item({**row, "sk": ddb.to_iso(when),
                                                            "last_message_at": ddb.to_iso(when)}))
     # WHEN ann lists them two at a time
     first = ddb.list_message_groups(ddb_client, table, ann["uuid"], limit=2)

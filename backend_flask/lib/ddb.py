@@ -28,8 +28,20 @@ unless another conversation of the same owner already sits at that exact
 microsecond; then the row moves one microsecond later, and `last_message_at`
 keeps the true time, which is what "only forward" compares.
 
+Membership is read strongly consistent (`is_member`) and checked inside D's
+transaction (a ConditionCheck), so a caller of D needs no read of its own.
+Pages of A and B are eventually consistent reads (half the cost); B shows
+what the asynchronous pattern E wrote anyway.
+
 Cursors are URL-safe base64 (unpadded) of `{"pk": ..., "sk": ...}`: the key
-of the last item of the page. `limit` is clamped into 1..100.
+of the last item of the page; anything else raises InvalidCursor. `limit` is
+clamped into 1..100 (None means 20); a non-integer raises ValueError.
+
+Failed conditions come back as TransactionCanceledException with one reason
+per item; each pattern reads its reasons to tell "already exists" (fall back
+or return the first result) from "same microsecond" (take the next one) from
+a conflict (back off and retry). Connection failures and throttling that
+outlast the client's retries raise DynamoDBUnavailable.
 """
 
 from __future__ import annotations
@@ -188,7 +200,7 @@ def scan_items(client, table: str, *, limit: int | None = None, capacity: list |
             response = client.scan(**kwargs)
             _record(capacity, response)
             for item in response.get("Items", []):
-                yield _plain(item)
+                yield from_item(item)
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
@@ -267,11 +279,13 @@ def _person(person: dict) -> dict[str, str]:
         raise ValueError(f"a participant needs uuid, display_name and handle: {person!r}") from exc
 
 
-def _ddb(value: dict[str, Any]) -> dict[str, Any]:
+def to_item(value: dict[str, Any]) -> dict[str, Any]:
+    """Return a plain dict as a DynamoDB item (attribute-value form)."""
     return {k: _serializer.serialize(v) for k, v in value.items()}
 
 
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Return a DynamoDB item as a plain dict."""
     return {k: _deserializer.deserialize(v) for k, v in item.items()}
 
 
@@ -335,7 +349,7 @@ def _page(client, table: str, pk: str, limit: int, before: str | None, capacity:
             kwargs["Limit"] = limit + 1 - len(items)
             response = client.query(**kwargs)
             _record(capacity, response)
-            items.extend(_plain(item) for item in response.get("Items", []))
+            items.extend(from_item(item) for item in response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -386,7 +400,7 @@ def _idempotency_key(key: str | None) -> str | None:
 def _idempotency_put(table: str, sender_uuid: str, key: str, result: dict) -> dict:
     item = {"pk": IDEMPOTENCY_PREFIX + sender_uuid, "sk": key, "result": result,
             TTL_ATTRIBUTE: int(time.time()) + IDEMPOTENCY_TTL_SECONDS}
-    return {"Put": {"TableName": table, "Item": _ddb(item), "ConditionExpression": "attribute_not_exists(pk)",
+    return {"Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(pk)",
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
 
 
@@ -402,7 +416,7 @@ def _first_result(client, table: str, sender_uuid: str, key: str, reason: dict,
         item = response.get("Item")
         if not item:
             raise Conflict("idempotency item vanished", code="idempotency_key_expired")
-    return dict(_plain(item)["result"])
+    return dict(from_item(item)["result"])
 
 
 # --------------------------------------------------------------- patterns
@@ -531,21 +545,26 @@ def create_message(client, table: str, *, message_group_uuid: str, sender: dict,
 
 def _membership_put(table: str, group: str, user_uuid: str, sk: str) -> dict:
     item = {"pk": MEMBER_PREFIX + group, "sk": user_uuid, "created_at": sk}
-    return {"Put": {"TableName": table, "Item": _ddb(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+    return {"Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}}
 
 
 def _row_put(table: str, *, owner: dict, other: dict, group: str, sk: str, message: str) -> dict:
     item = {"pk": GROUP_PREFIX + owner["uuid"], "sk": sk, "message_group_uuid": group, "message": message,
             "last_message_at": sk, "user_uuid": other["uuid"], "user_display_name": other["display_name"],
             "user_handle": other["handle"]}
-    return {"Put": {"TableName": table, "Item": _ddb(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+    return {"Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+
+
+def message_item(message_group_uuid: str, sk: str, message_uuid: str, sender: dict, message: str) -> dict:
+    """Return the plain message item of pattern D (and of bulk seeding)."""
+    return {"pk": MESSAGE_PREFIX + message_group_uuid, "sk": sk, "message_uuid": message_uuid, "message": message,
+            "user_uuid": sender["uuid"], "user_display_name": sender["display_name"],
+            "user_handle": sender["handle"]}
 
 
 def _message_put(table: str, group: str, sk: str, message_uuid: str, sender: dict, message: str) -> dict:
-    item = {"pk": MESSAGE_PREFIX + group, "sk": sk, "message_uuid": message_uuid, "message": message,
-            "user_uuid": sender["uuid"], "user_display_name": sender["display_name"],
-            "user_handle": sender["handle"]}
-    return {"Put": {"TableName": table, "Item": _ddb(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+    item = message_item(group, sk, message_uuid, sender, message)
+    return {"Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}}
 
 
 # -------------------------------------------------------------- pattern E
@@ -605,7 +624,7 @@ def _group_rows(client, table: str, group: str, capacity: list | None) -> dict[s
         while True:
             response = client.query(**kwargs)
             _record(capacity, response)
-            for item in map(_plain, response.get("Items", [])):
+            for item in map(from_item, response.get("Items", [])):
                 # A lagging index may still show a row's old position next to its new one.
                 if item["pk"].startswith(GROUP_PREFIX) and item["sk"] > rows.get(item["pk"], {}).get("sk", ""):
                     rows[item["pk"]] = item
@@ -637,7 +656,7 @@ def _move_row(client, table: str, group: str, row: dict, sk: str, message: str, 
                 "ConditionExpression": "message_group_uuid = :g AND (last_message_at < :t OR "
                                        "(attribute_not_exists(last_message_at) AND sk < :t))",
                 "ExpressionAttributeValues": {":g": {"S": group}, ":t": {"S": sk}}}},
-            {"Put": {"TableName": table, "Item": _ddb(moved), "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"TableName": table, "Item": to_item(moved), "ConditionExpression": "attribute_not_exists(pk)"}},
         ], capacity)
         if reasons is None:
             return True

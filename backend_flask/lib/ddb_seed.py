@@ -1,0 +1,162 @@
+"""Seed data for the messages table: the demo conversation, and large conversations for benchmarks.
+
+The demo conversation goes through patterns C and D like any other, so it has
+membership items and conversation rows; a large data set is written with
+BatchWriteItem (no conditions, 25 items a call), always older than the
+conversation's oldest message so it never lands on an existing key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from itertools import islice
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from backend_flask.lib import ddb
+from backend_flask.lib.errors import DatabaseUnavailable, DynamoDBUnavailable
+
+log = logging.getLogger(__name__)
+
+DEMO_HANDLES = ("andrewbrown", "bayko")
+# (index of the sender in the pair, text): the conversation of the original demo.
+DEMO_MESSAGES = [
+    (0, "Have you watched Babylon 5?"),
+    (1, "Yes, I have. I love it!"),
+    (0, "What's your favorite season?"),
+    (1, "Season 3, when the Shadow War takes off."),
+    (0, "Same. G'Kar's arc is the best thing in it."),
+    (1, "And Londo's. Want to rewatch it together sometime?"),
+]
+BATCH_SIZE = 25            # the BatchWriteItem maximum
+BATCH_ATTEMPTS = 10        # calls per batch before unprocessed items count as a failure
+BULK_SPACING = timedelta(seconds=45)
+
+
+def users_by_handle(connection_url: str, handles: Iterable[str]) -> list[dict]:
+    """Return {uuid, handle, display_name} of each handle (any case) from Postgres; LookupError if unknown."""
+    handles = list(handles)
+    try:
+        with psycopg.connect(connection_url, row_factory=dict_row, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT uuid::text AS uuid, handle, display_name FROM public.users "
+                "WHERE lower(handle) = ANY(%(handles)s)",
+                {"handles": [h.lower() for h in handles]},
+            ).fetchall()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"Postgres unreachable: {exc}".splitlines()[0]) from exc
+    found = {row["handle"].lower(): row for row in rows}
+    missing = [h for h in handles if h.lower() not in found]
+    if missing:
+        raise LookupError(f"no user with handle {', '.join(missing)} in Postgres (run bin/db/seed?)")
+    return [dict(found[h.lower()]) for h in handles]
+
+
+def seed_demo_conversation(client, table: str, connection_url: str, *, handles: Iterable[str] = DEMO_HANDLES,
+                           capacity: list | None = None) -> str | None:
+    """Write the demo conversation of two Postgres users unless it exists; return its id if written."""
+    sender, receiver = users_by_handle(connection_url, handles)
+    return write_demo_conversation(client, table, sender, receiver, capacity=capacity)
+
+
+def write_demo_conversation(client, table: str, sender: dict, receiver: dict, *,
+                            messages: list[tuple[int, str]] = DEMO_MESSAGES,
+                            capacity: list | None = None) -> str | None:
+    """Write a conversation of the pair through patterns C and D unless one exists; return its id if written."""
+    pair = (sender, receiver)
+    group = ddb.pair_group_uuid(sender["uuid"], receiver["uuid"])
+    if ddb.is_member(client, table, group, sender["uuid"], capacity=capacity):
+        log.info("conversation %s of %s and %s exists already", group, sender["handle"], receiver["handle"])
+        return None
+    (first_from, first_text), *rest = messages
+    last = ddb.create_message_group(client, table, sender=pair[first_from], receiver=pair[1 - first_from],
+                                    message=first_text, capacity=capacity)
+    for index, text in rest:
+        last = ddb.create_message(client, table, message_group_uuid=group, sender=pair[index], message=text,
+                                  capacity=capacity)
+    # The stream Lambda does this too when it runs; doing it here keeps a stack without it consistent.
+    ddb.move_message_groups(client, table, group, last["created_at"], last["message"], capacity=capacity)
+    return group
+
+
+def seed_messages(client, table: str, sender: dict, receiver: dict, count: int, *,
+                  progress: Callable[[int, int], None] | None = None, workers: int = 4,
+                  capacity: list | None = None) -> dict:
+    """Add `count` older messages to the pair's conversation (created if missing); return {group, messages}.
+
+    Messages alternate between the two, 45 s apart, going back in time from
+    just before the conversation's oldest message.
+    """
+    if count < 0:
+        raise ValueError("count must not be negative")
+    write_demo_conversation(client, table, sender, receiver, capacity=capacity)
+    group = ddb.pair_group_uuid(sender["uuid"], receiver["uuid"])
+    start = min(datetime.now(timezone.utc), _oldest_message_time(client, table, group)) - timedelta(seconds=1)
+    pair = (sender, receiver)
+
+    def items() -> Iterator[dict]:
+        for n in range(count):
+            yield ddb.message_item(group, ddb.to_iso(start - n * BULK_SPACING), str(uuid.uuid4()), pair[n % 2],
+                                   f"seeded message {count - n}")
+
+    batch_write(client, table, items(), progress=progress, total=count, workers=workers, capacity=capacity)
+    return {"message_group_uuid": group, "messages": count}
+
+
+def _oldest_message_time(client, table: str, group: str) -> datetime:
+    with ddb.translate_errors():
+        response = client.query(TableName=table, KeyConditionExpression="pk = :pk", Limit=1,
+                                ExpressionAttributeValues={":pk": {"S": ddb.MESSAGE_PREFIX + group}},
+                                ConsistentRead=True, ScanIndexForward=True)
+    if not response.get("Items"):
+        return datetime.now(timezone.utc)
+    return datetime.fromisoformat(response["Items"][0]["sk"]["S"].replace("Z", "+00:00"))
+
+
+def batch_write(client, table: str, items: Iterable[dict], *, progress: Callable[[int, int], None] | None = None,
+                total: int = 0, workers: int = 4, capacity: list | None = None) -> int:
+    """Put plain-dict items with BatchWriteItem, retrying unprocessed ones with backoff; return how many."""
+    batches = _chunks((ddb.to_item(item) for item in items), BATCH_SIZE)
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # A bounded window of batches in flight keeps memory flat for any size.
+        pending: list = []
+        for batch in batches:
+            pending.append(pool.submit(_write_batch, client, table, batch, capacity))
+            if len(pending) >= workers * 2:
+                done += pending.pop(0).result()
+                if progress:
+                    progress(done, total)
+        for future in pending:
+            done += future.result()
+            if progress:
+                progress(done, total)
+    return done
+
+
+def _write_batch(client, table: str, batch: list[dict[str, Any]], capacity: list | None) -> int:
+    requests = {table: [{"PutRequest": {"Item": item}} for item in batch]}
+    for attempt in range(BATCH_ATTEMPTS):
+        with ddb.translate_errors():
+            response = client.batch_write_item(RequestItems=requests, ReturnConsumedCapacity="TOTAL")
+        if capacity is not None:
+            capacity.extend(response.get("ConsumedCapacity", []))
+        requests = response.get("UnprocessedItems") or {}
+        if not requests:
+            return len(batch)
+        time.sleep(min(2.0, 0.05 * 2 ** attempt))
+    raise DynamoDBUnavailable(f"{sum(len(r) for r in requests.values())} items still unprocessed after "
+                              f"{BATCH_ATTEMPTS} attempts")
+
+
+def _chunks(values: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(values)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

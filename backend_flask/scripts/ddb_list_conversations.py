@@ -1,0 +1,42 @@
+"""bin/ddb/patterns/list-conversations [prod] [HANDLE | --user-uuid UUID]: pattern B, with its cost.
+
+Prints a user's conversations, newest activity first, and the capacity the
+query consumed. Without arguments: andrewbrown's.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from backend_flask.lib import ddb, ddb_seed
+from backend_flask.scripts.common import run
+from backend_flask.scripts.ddb_common import print_page, require_table, split_target, target
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bin/ddb/patterns/list-conversations",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("words", nargs="*", metavar="[prod] [HANDLE]")
+    parser.add_argument("--user-uuid", metavar="UUID", help="a user's uuid instead of a handle")
+    parser.add_argument("--limit", type=int, default=ddb.DEFAULT_LIMIT, help="page size, 1..100")
+    parser.add_argument("--before", metavar="CURSOR", help="the cursor of an older page")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args(argv)
+    target_name, handles = split_target(parser, args.words)
+    if len(handles) > 1 or (handles and args.user_uuid):
+        parser.error("give one handle or --user-uuid")
+    t = target(target_name)
+    require_table(t)
+    user_uuid = args.user_uuid
+    if not user_uuid:
+        [user] = ddb_seed.users_by_handle(t.config.connection_url, handles or ddb_seed.DEMO_HANDLES[:1])
+        user_uuid = user["uuid"]
+    capacity: list[dict] = []
+    page = ddb.list_message_groups(t.client, t.table, user_uuid, limit=args.limit, before=args.before,
+                                   capacity=capacity)
+    print_page(page, capacity, ["created_at", "handle", "uuid", "message"], args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

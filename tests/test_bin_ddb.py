@@ -1,0 +1,125 @@
+"""bin/ddb/* run as subprocesses against the session's DynamoDB Local (and Postgres for handles)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from backend_flask.config import ROOT
+from backend_flask.lib import ddb, local_services
+
+BIN = ROOT / "bin" / "ddb"
+
+
+def run(script: str, *args: str, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run bin/ddb/<script> and return its completed process (text output)."""
+    return subprocess.run([str(BIN / script), *args], env=env, input=stdin, capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """Assert the script failed with one line on stderr and no traceback; return that line."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def own_table(script_env, ddb_client):
+    """An environment whose DDB_MESSAGE_TABLE names a table of this test only (not created)."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield {**script_env, "DDB_MESSAGE_TABLE": name}
+    ddb.delete_table(ddb_client, name)
+
+
+def test_schema_load_list_scan_and_drop_manage_a_table(own_table, ddb_client):
+    table = own_table["DDB_MESSAGE_TABLE"]
+    # schema-load creates the table with the GSI, the stream and TTL; a second run changes nothing
+    created = run("schema-load", env=own_table)
+    assert created.returncode == 0 and f"created table {table}" in created.stdout
+    again = run("schema-load", env=own_table)
+    assert again.returncode == 0 and "already exists" in again.stdout
+    description = ddb_client.describe_table(TableName=table)["Table"]
+    assert description["GlobalSecondaryIndexes"][0]["IndexName"] == ddb.GROUP_INDEX
+    assert description["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
+    # list-tables shows it
+    listed = run("list-tables", env=own_table)
+    assert listed.returncode == 0 and table in listed.stdout.split()
+    # scan prints items as JSON lines, and its cost
+    for n in range(3):
+        ddb_client.put_item(TableName=table, Item={"pk": {"S": f"TEST#{n}"}, "sk": {"S": "x"}, "n": {"N": str(n)}})
+    scanned = run("scan", "--limit", "2", env=own_table)
+    assert scanned.returncode == 0
+    assert [json.loads(line)["pk"] for line in scanned.stdout.splitlines()] != []
+    assert len(scanned.stdout.splitlines()) == 2 and "consumed capacity" in scanned.stderr
+    # drop deletes it locally without asking; afterwards scan says so in one line
+    dropped = run("drop", env=own_table)
+    assert dropped.returncode == 0 and f"deleted table {table}" in dropped.stdout
+    assert f"table {table} does not exist" in one_line_error(run("scan", env=own_table))
+
+
+def test_seed_writes_the_demo_conversation_once_and_the_patterns_show_it(script_env, make_user, ddb_client,
+                                                                          config):
+    ann, bob = make_user(), make_user()
+    handles = [ann["handle"], bob["handle"]]
+    # WHEN seed runs twice for the pair
+    first = run("seed", *handles, env=script_env)
+    second = run("seed", *handles, env=script_env)
+    # THEN the first writes the conversation and the second is a no-op
+    assert first.returncode == 0 and "wrote the demo conversation" in first.stdout, first.stderr
+    assert second.returncode == 0 and "nothing written" in second.stdout
+    group = ddb.pair_group_uuid(ann["uuid"], bob["uuid"])
+    # AND get-conversation shows its messages oldest first, with the capacity consumed
+    shown = run("patterns/get-conversation", *handles, "--json", env=script_env)
+    assert shown.returncode == 0, shown.stderr
+    page = json.loads(shown.stdout)
+    assert len(page["items"]) == 6 and page["items"][0]["handle"] == ann["handle"]
+    assert page["consumed_capacity"][0]["CapacityUnits"] > 0
+    text = run("patterns/get-conversation", "--group", group, "--limit", "2", env=script_env)
+    assert text.returncode == 0 and "--before" in text.stdout and "consumed capacity" in text.stderr
+    # AND list-conversations shows bob's conversation with ann at its last message
+    listed = json.loads(run("patterns/list-conversations", bob["handle"], "--json", env=script_env).stdout)
+    assert [(g["uuid"], g["handle"], g["message"]) for g in listed["items"]] == [
+        (group, ann["handle"], page["items"][-1]["message"])]
+    assert listed["consumed_capacity"]
+    # AND seed --messages adds a large, older history in batches, with a progress bar on stderr
+    bulk = run("seed", *handles, "--messages", "130", env=script_env)
+    assert bulk.returncode == 0 and "added 130 messages" in bulk.stdout, bulk.stderr
+    assert "seeding [" in bulk.stderr and "130/130" in bulk.stderr
+    items = ddb_client.query(TableName=config.ddb_message_table, KeyConditionExpression="pk = :pk",
+                             ExpressionAttributeValues={":pk": {"S": f"MSG#{group}"}}, Select="COUNT")
+    assert items["Count"] == 136
+    latest = ddb.list_messages(ddb_client, config.ddb_message_table, group, limit=6)["items"]
+    assert [m["message"] for m in latest] == [m["message"] for m in page["items"]]
+
+
+def test_scan_refuses_prod_and_drop_prod_needs_confirmation(script_env):
+    assert "refuses to run against prod" in one_line_error(run("scan", "prod", env=script_env))
+    declined = run("drop", "prod", env=script_env, stdin="no\n")
+    assert declined.returncode == 1 and "not confirmed; nothing deleted" in declined.stderr
+    assert "Traceback" not in declined.stderr
+
+
+def test_a_missing_endpoint_is_one_line(script_env):
+    env = {**script_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{local_services.free_port()}",
+           "DDB_MAX_ATTEMPTS": "1"}
+    assert "DynamoDB unreachable" in one_line_error(run("list-tables", env=env))
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), [
+    ("seed", ["nosuchhandle1", "nosuchhandle2"], "no user with handle nosuchhandle1, nosuchhandle2"),
+    ("patterns/get-conversation", ["--group", "not-a-uuid"], "is not a conversation id"),
+    ("patterns/list-conversations", ["--user-uuid", str(uuid.uuid4()), "--before", "garbage"], "cursor"),
+])
+def test_bad_arguments_are_one_line(script_env, script, args, expected):
+    assert expected in one_line_error(run(script, *args, env=script_env))
+
+
+def test_a_malformed_command_line_shows_usage_without_traceback(script_env):
+    result = run("seed", "a", "b", "c", env=script_env)
+    assert result.returncode == 2 and "give two handles" in result.stderr and "Traceback" not in result.stderr
