@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -168,35 +171,95 @@ def test_query_stuck_behind_a_lock_is_cut_off_by_the_statement_timeout(pg_url):
         pool.close()
 
 
-def test_stopped_server_fails_within_seconds_and_the_pool_recovers_when_it_returns(tmp_path):
-    # GIVEN a pool whose server answers
+@dataclass
+class SpareServer:
+    """A Postgres of this module's own, which tests may stop, freeze and restart."""
+
+    data_dir: Path
+    port: int
+    service: local_services.Service
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/cruddur"
+
+    def stop_fast(self) -> None:
+        """Stop as `pg_ctl stop` does by default: clients are cut off."""
+        os.kill(self.service.process.pid, signal.SIGINT)
+        self.service.process.wait(15)
+
+    def start(self) -> None:
+        self.service = local_services.start_postgres(self.data_dir, self.port, throwaway=True)
+
+    def processes(self) -> list[int]:
+        """The postmaster and every backend it forked."""
+        postmaster = self.service.process.pid
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+
+@pytest.fixture(scope="module")
+def spare(tmp_path_factory) -> Iterator[SpareServer]:
+    """Never the session's Postgres: fault tests break this one."""
     port = local_services.free_port()
-    server = local_services.start_postgres(tmp_path / "pg", port, throwaway=True)
-    url = f"postgresql://postgres@127.0.0.1:{port}/cruddur"
+    data_dir = tmp_path_factory.mktemp("spare") / "pg"
+    server = SpareServer(data_dir, port, local_services.start_postgres(data_dir, port, throwaway=True))
+    db.load_schema(server.url)
+    yield server
+    server.service.stop()
+
+
+@pytest.fixture
+def spare_db(spare: SpareServer) -> Iterator[db.Db]:
+    """A Db over an open pool (2 s timeout) on the spare server."""
+    pool = db.make_pool(spare.url, min_size=2, timeout=2.0)
+    pool.open(wait=True, timeout=10)
+    yield db.Db(pool)
+    pool.close()
+
+
+def test_stopped_server_fails_within_seconds_and_the_pool_recovers_when_it_returns(spare, spare_db):
+    # GIVEN a pool whose server answers
+    assert spare_db.query_value("users/count") == 0
+    # WHEN the server stops
+    spare.stop_fast()
     try:
-        db.load_schema(url)
-        pool = db.make_pool(url, min_size=2, timeout=2.0)
-        pool.open(wait=True, timeout=10)
-        users_db = db.Db(pool)
-        try:
-            assert users_db.query_value("users/count") == 0
-            # WHEN the server stops (fast shutdown, as `pg_ctl stop` does: clients are cut off)
-            os.kill(server.process.pid, signal.SIGINT)
-            server.process.wait(15)
-            started = time.monotonic()
-            with pytest.raises(DatabaseUnavailable):
-                users_db.query_value("users/count")
-            # THEN the query failed within a few seconds with the layer's own error
-            assert time.monotonic() - started < 4
-            with pytest.raises(DatabaseUnavailable):
-                users_db.ping()
-            # AND once the server is back, the same pool serves queries again
-            server = local_services.start_postgres(tmp_path / "pg", port, throwaway=True)
-            assert users_db.query_value("users/count") == 0
-        finally:
-            pool.close()
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            spare_db.query_value("users/count")
+        # THEN the query failed within a few seconds with the layer's own error
+        assert time.monotonic() - started < 4
+        with pytest.raises(DatabaseUnavailable):
+            spare_db.ping()
     finally:
-        server.stop()
+        spare.start()
+    # AND once the server is back, the same pool serves queries again
+    assert spare_db.query_value("users/count") == 0
+
+
+def test_frozen_server_fails_within_seconds_and_the_pool_recovers_when_it_thaws(spare, spare_db):
+    # GIVEN a pool holding connections to a server that answers
+    assert spare_db.query_value("users/count") == 0
+    # WHEN every server process freezes (the host still acknowledges packets; nothing answers)
+    frozen = spare.processes()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            spare_db.query_value("users/count")
+        # THEN the query was cut off within a few seconds, not left hanging
+        assert time.monotonic() - started < 4
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    # AND once it thaws, the pool replaces the cut connections and serves again
+    assert spare_db.query_value("users/count") == 0
 
 
 def test_script_connection_to_no_server_raises_database_unavailable_naming_it():

@@ -11,9 +11,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import itertools
 import logging
 import math
+import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,7 +76,7 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float 
         kwargs=connect_kwargs(timeout),
         # One cheap round trip on checkout, so a connection broken by a server
         # restart is replaced instead of failing the request.
-        check=ConnectionPool.check_connection,
+        check=functools.partial(_check_connection, timeout=timeout),
         # While the server is down, retry in the background (with backoff) only
         # as long as a request would wait; then give up until the next request
         # asks for a connection, instead of hammering a dead server forever.
@@ -79,6 +84,77 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float 
         open=False,
         name="cruddur",
     )
+
+
+class _Watchdog:
+    """One thread that cuts the socket of a connection stuck past its deadline.
+
+    statement_timeout stops slow queries, connect_timeout slow connects and
+    tcp_user_timeout vanished hosts; none of them helps when the server's
+    host is up but the server does not answer (frozen, swapping, stuck in
+    I/O). Shutting the socket down makes libpq fail at once, and the pool then
+    discards the broken connection.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._deadlines: dict[int, tuple[float, psycopg.Connection]] = {}
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+        """Cut conn's socket if the block is still running after `seconds`."""
+        key = next(self._keys)
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            wake = not self._deadlines or deadline < min(d for d, _ in self._deadlines.values())
+            self._deadlines[key] = (deadline, conn)
+            # (Re)start lazily: a thread does not survive a fork (gunicorn workers).
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cruddur-db-watchdog", daemon=True)
+                self._thread.start()
+            elif wake:
+                self._cond.notify()
+        try:
+            yield
+        finally:
+            # Under the lock, so the socket is never cut after the block is over.
+            with self._cond:
+                self._deadlines.pop(key, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key, (deadline, conn) in list(self._deadlines.items()):
+                    if deadline <= now:
+                        del self._deadlines[key]
+                        _cut(conn)
+                nearest = min((d for d, _ in self._deadlines.values()), default=now + 60.0)
+                self._cond.wait(max(0.01, nearest - now))
+
+
+def _cut(conn: psycopg.Connection) -> None:
+    """Shut down a connection's socket (the owning thread then sees it closed)."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except (OSError, psycopg.Error):
+        return  # already closed
+    with sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    log.warning("cut off a Postgres connection that did not answer in time")
+
+
+_WATCHDOG = _Watchdog()
+# Past statement_timeout, give the server this long to report the cancel itself.
+_GRACE = 1.0
+
+
+def _check_connection(conn: psycopg.Connection, timeout: float) -> None:
+    """The pool's checkout check: one empty round trip, cut off after `timeout`."""
+    with _WATCHDOG.guard(conn, timeout):
+        ConnectionPool.check_connection(conn)
 
 
 @functools.cache
@@ -104,8 +180,10 @@ class _OneConnection:
 class Db:
     """Query helpers over a pool, in the spirit of the original bootcamp's."""
 
-    def __init__(self, pool: ConnectionPool | _OneConnection):
+    def __init__(self, pool: ConnectionPool | _OneConnection, timeout: float | None = None):
         self.pool = pool
+        # How long a query may take before its connection is cut (statement_timeout + grace).
+        self.timeout = timeout if timeout is not None else getattr(pool, "timeout", None)
 
     @classmethod
     def on_connection(cls, conn: psycopg.Connection) -> Db:
@@ -114,7 +192,7 @@ class Db:
 
     def _run(self, query: str, params: dict[str, Any] | None, fetch: str):
         try:
-            with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with self.pool.connection() as conn, self._guard(conn), conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(query, params or {})
                 if fetch == "one":
                     return cur.fetchone()
@@ -126,6 +204,11 @@ class Db:
         except psycopg.OperationalError as exc:
             # Connection lost, server shutting down, or statement_timeout hit.
             raise DatabaseUnavailable(f"Postgres failed: {one_line(exc)}") from exc
+
+    def _guard(self, conn: psycopg.Connection):
+        if self.timeout is None:
+            return contextlib.nullcontext()
+        return _WATCHDOG.guard(conn, self.timeout + _GRACE)
 
     def query_object(self, name: str, /, **params: Any) -> dict[str, Any] | None:
         """Run template `name` and return its first row as a dict, or None."""
