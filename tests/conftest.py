@@ -231,3 +231,58 @@ def sign_in(config: Config, idp):
         )["AuthenticationResult"]
 
     return _sign_in
+
+
+# --- stream fixtures
+
+
+@pytest.fixture(scope="session")
+def stream_runner(config: Config):
+    """The local stream runner (pattern E) following the session's table in a thread, as bin/dev runs it."""
+    from backend_flask import stream_runner as runner_module
+
+    runner = runner_module.start_thread(config, idle_poll=0.1)
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def conversation(ddb_client, config: Config):
+    """Start a conversation between two new people in the session's table (patterns C/D via lib/ddb).
+
+    conversation(table=None) -> {"group", "a", "b", "first"}: a wrote `first` to b.
+    """
+
+    def _start(table: str | None = None) -> dict:
+        a, b = ({"uuid": str(uuid.uuid4()), "handle": f"h{uuid.uuid4().hex[:8]}", "display_name": name}
+                for name in ("Ann", "Bob"))
+        first = ddb.create_message_group(ddb_client, table or config.ddb_message_table, sender=a, receiver=b,
+                                         message=f"hello {uuid.uuid4().hex[:6]}")
+        return {"group": first["message_group_uuid"], "a": a, "b": b, "first": first}
+
+    return _start
+
+
+@pytest.fixture
+def stream_record():
+    """Build one DynamoDB Streams record in the shape Lambda passes it to a function.
+
+    stream_record(event_name, item, sequence) where item is the plain item (pk, sk, ...); MODIFY
+    and INSERT carry it as NewImage, REMOVE carries only the keys.
+    """
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+
+    def _record(event_name: str, item: dict, sequence: str) -> dict:
+        image = {k: serializer.serialize(v) for k, v in item.items()}
+        data = {"ApproximateCreationDateTime": 1764000000.0,
+                "Keys": {"pk": image["pk"], "sk": image["sk"]},
+                "SequenceNumber": sequence, "SizeBytes": 100, "StreamViewType": "NEW_IMAGE"}
+        if event_name != "REMOVE":
+            data["NewImage"] = image
+        return {"eventID": uuid.uuid4().hex, "eventName": event_name, "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb", "awsRegion": "ddblocal", "dynamodb": data,
+                "eventSourceARN": "arn:aws:dynamodb:ddblocal:000000000000:table/cruddur-messages/stream/x"}
+
+    return _record

@@ -1,0 +1,226 @@
+"""The local stream runner: DynamoDB Local's stream -> the Lambda handler, as Lambda's event source mapping does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from backend_flask import stream_runner
+from backend_flask.config import ROOT
+from backend_flask.lib import ddb, local_services
+from backend_flask.lib.aws import make_client
+
+FAST = {"idle_poll": 0.05, "retry_delay": 0.05, "reconnect_delay": 0.2, "refresh_interval": 0.5}
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until check() is true; return the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def shows(client, table: str, person: dict, group: str, message: dict) -> bool:
+    """Whether the person's conversation list shows this message as the group's last one."""
+    items = ddb.list_message_groups(client, table, person["uuid"], limit=100)["items"]
+    return [(r["message"], r["created_at"]) for r in items if r["uuid"] == group] == [
+        (message["message"], message["created_at"])]
+
+
+def both_show(client, table: str, convo: dict, message: dict) -> bool:
+    return all(shows(client, table, p, convo["group"], message) for p in (convo["a"], convo["b"]))
+
+
+def reply(client, table: str, convo: dict, text: str) -> dict:
+    """b answers a (pattern D)."""
+    return ddb.create_message(client, table, message_group_uuid=convo["group"], sender=convo["b"], message=text)
+
+
+class Recorder:
+    """A handler in front of the real one that records every call and can fail on demand."""
+
+    def __init__(self, real: Callable, fail: Callable[[dict, int], object] | None = None):
+        self.real, self.fail = real, fail
+        self.calls: list[dict] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: dict, context) -> dict:
+        with self.lock:
+            self.calls.append(event)
+            n = len(self.calls)
+        if self.fail:
+            outcome = self.fail(event, n)
+            if outcome is not None:
+                return outcome
+        return self.real(event, context)
+
+    def groups_seen(self) -> list[set[str]]:
+        return [{r["dynamodb"]["Keys"]["pk"]["S"] for r in call["Records"]} for call in self.calls]
+
+
+def fresh_table(client) -> str:
+    name = f"stream-test-{uuid.uuid4().hex[:10]}"
+    ddb.create_table(client, name)
+    return name
+
+
+def own_runner(config, table: str, handler: Recorder, **options) -> stream_runner.StreamRunner:
+    return stream_runner.start_thread(config.replace(ddb_message_table=table), handler=handler, **{**FAST, **options})
+
+
+def test_conversation_lists_follow_a_new_message_within_2s(stream_runner, ddb_client, config, conversation):
+    # GIVEN a conversation and the runner following the session's table
+    table = config.ddb_message_table
+    convo = conversation()
+    # WHEN the other one answers (pattern D writes only the message)
+    answer = reply(ddb_client, table, convo, "see you at 8")
+    # THEN within 2 s both conversation rows show that answer and its time
+    wait_for(lambda: both_show(ddb_client, table, convo, answer), 2.0, "rows moved to the answer")
+    assert stream_runner.running
+
+
+def test_handler_exception_is_retried_and_a_poison_batch_does_not_stop_the_runner(ddb_client, config,
+                                                                                     conversation):
+    # GIVEN a runner on a fresh table whose handler raises once for every batch, and always for one group
+    table = fresh_table(ddb_client)
+    poison, healthy = conversation(table), conversation(table)
+    poison_pk = ddb.MESSAGE_PREFIX + poison["group"]
+
+    def fail(event: dict, n: int):
+        if n == 1 or any(r["dynamodb"]["Keys"]["pk"]["S"] == poison_pk for r in event["Records"]):
+            raise RuntimeError("handler bug")
+        return None
+
+    real = stream_runner.lambda_handler(ddb_client, table)
+    recorder = Recorder(real, fail)
+    runner = own_runner(config, table, recorder, max_attempts=3)
+    try:
+        # WHEN the poison group gets a message, and after the runner gave up on it, the healthy one does
+        reply(ddb_client, table, poison, "poison")
+        wait_for(lambda: runner.stats["dropped"] >= 1, 5.0, "runner gave up on the poison record")
+        answer = reply(ddb_client, table, healthy, "still alive")
+        # THEN the healthy conversation moves: the runner kept going after the exceptions
+        wait_for(lambda: both_show(ddb_client, table, healthy, answer), 3.0, "healthy rows moved")
+        poison_calls = sum(poison_pk in seen for seen in recorder.groups_seen())
+        assert poison_calls == 3  # bounded: max_attempts, then on to the next records
+        assert runner.running
+    finally:
+        runner.stop()
+    assert not runner.running
+
+
+def test_only_reported_records_are_retried_in_lambdas_event_shape(ddb_client, config, conversation):
+    # GIVEN a runner whose handler reports the first record of its first batch as failed
+    table = fresh_table(ddb_client)
+    convo = conversation(table)
+
+    def fail(event: dict, n: int):
+        if n == 1:
+            return {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["dynamodb"]["SequenceNumber"]}]}
+        return None
+
+    recorder = Recorder(stream_runner.lambda_handler(ddb_client, table), fail)
+    runner = own_runner(config, table, recorder)
+    try:
+        # WHEN the stream holds the conversation's first writes
+        wait_for(lambda: len(recorder.calls) >= 2, 5.0, "a retry")
+    finally:
+        runner.stop()
+    # THEN the retry carries exactly the reported record
+    first, retry = recorder.calls[0]["Records"], recorder.calls[1]["Records"]
+    assert len(first) >= 2
+    assert retry == [first[0]]
+    # AND the records look like what Lambda passes a function
+    record = first[0]
+    assert record["eventSource"] == "aws:dynamodb" and record["eventName"] == "INSERT"
+    assert record["eventSourceARN"].startswith(f"arn:aws:dynamodb:ddblocal:000000000000:table/{table}/stream/")
+    data = record["dynamodb"]
+    assert set(data) >= {"Keys", "NewImage", "SequenceNumber", "SizeBytes", "StreamViewType",
+                         "ApproximateCreationDateTime"}
+    assert isinstance(data["ApproximateCreationDateTime"], float)
+    keys = {r["dynamodb"]["Keys"]["pk"]["S"] for r in first}
+    assert ddb.MESSAGE_PREFIX + convo["group"] in keys
+
+
+def test_runner_follows_a_table_that_was_deleted_and_created_again(ddb_client, config, conversation):
+    # GIVEN a runner following a table
+    table = fresh_table(ddb_client)
+    runner = own_runner(config, table, Recorder(stream_runner.lambda_handler(ddb_client, table)))
+    try:
+        wait_for(lambda: runner.stream_arn is not None, 3.0, "runner attached")
+        first_arn = runner.stream_arn
+        # WHEN the table is replaced (a new stream) and a conversation continues there
+        ddb.delete_table(ddb_client, table)
+        ddb.create_table(ddb_client, table)
+        convo = conversation(table)
+        answer = reply(ddb_client, table, convo, "on the new stream")
+        # THEN the runner finds the new stream and moves the rows
+        wait_for(lambda: both_show(ddb_client, table, convo, answer), 5.0, "rows moved on the new stream")
+        assert runner.stream_arn != first_arn
+    finally:
+        runner.stop()
+        ddb.delete_table(ddb_client, table)
+
+
+def test_runner_survives_a_dynamodb_local_restart(tmp_path, config):
+    # GIVEN a DynamoDB Local of our own with persistent data, a table and a runner following it
+    port = local_services.free_port()
+    db_path, log_path = tmp_path / "ddb", tmp_path / "ddb.log"
+    service = local_services.start_dynamodb_local(port, db_path, log_path)
+    runner = None
+    try:
+        local = config.replace(aws_endpoint_url=service.url)
+        client = make_client("dynamodb", region=local.aws_region, endpoint_url=service.url)
+        table = local.ddb_message_table
+        ddb.create_table(client, table)
+        a, b = ({"uuid": str(uuid.uuid4()), "handle": f"h{n}", "display_name": f"P{n}"} for n in (1, 2))
+        first = ddb.create_message_group(client, table, sender=a, receiver=b, message="before the restart")
+        convo = {"group": first["message_group_uuid"], "a": a, "b": b}
+        runner = stream_runner.start_thread(local, **FAST)
+        answer = reply(client, table, convo, "answer 1")
+        wait_for(lambda: both_show(client, table, convo, answer), 3.0, "rows moved before the restart")
+        # WHEN DynamoDB Local stops for a while and comes back on the same port with the same data
+        service.stop()
+        wait_for(lambda: runner.stats["reconnects"] >= 2, 5.0, "runner noticed the outage")
+        service = local_services.start_dynamodb_local(port, db_path, log_path)
+        answer = reply(client, table, convo, "answer 2")
+        # THEN the runner reconnects and moves the rows to the new message
+        wait_for(lambda: both_show(client, table, convo, answer), 5.0, "rows moved after the restart")
+        assert runner.running
+    finally:
+        if runner:
+            runner.stop()
+        service.stop()
+
+
+def test_bin_script_processes_messages_and_stops_cleanly_on_sigterm(script_env, ddb_client, config, conversation):
+    # GIVEN bin/ddb/stream-runner running against a fresh table of the session's DynamoDB Local
+    table = fresh_table(ddb_client)
+    env = {**script_env, "DDB_MESSAGE_TABLE": table}
+    process = subprocess.Popen([str(ROOT / "bin" / "ddb" / "stream-runner"), "--idle-poll", "0.1"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        convo = conversation(table)
+        answer = reply(ddb_client, table, convo, "via the script")
+        # WHEN a message lands
+        wait_for(lambda: both_show(ddb_client, table, convo, answer), 8.0, "rows moved by the script")
+        # AND the script gets SIGTERM
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        ddb.delete_table(ddb_client, table)
+    # THEN it exits 0, having logged its batches and its stop
+    assert process.returncode == 0, output
+    assert "stream batch:" in output
+    assert "stream runner: stopped" in output
