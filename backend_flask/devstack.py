@@ -19,6 +19,7 @@ from pathlib import Path
 from backend_flask.config import LOCAL_DIR, ROOT, Config, write_local_state
 from backend_flask.lib import cognito, db, ddb, local_services, users
 from backend_flask.lib.aws import make_client
+from backend_flask.lib.errors import DataError
 
 log = logging.getLogger("bin/dev")
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
-    except (local_services.ServiceError, db.DatabaseUnavailable) as exc:
+    except (local_services.ServiceError, DataError) as exc:
         log.error("%s", exc)
         return 1
     finally:
