@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
+import time
 
-from flask import Flask
+from flask import Flask, Response, g, request
+from flask_cors import CORS
 
 from backend_flask.config import Config
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("backend_flask.access")
+
+MAX_BODY_BYTES = 64 * 1024   # a message is at most 1024 characters; anything far bigger is not ours
 
 
 def configure_logging(level: str) -> None:
@@ -21,8 +27,39 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         root.addHandler(handler)
     root.setLevel(level.upper())
-    # botocore logs request details (headers included) at DEBUG; keep it quiet.
+    # botocore and urllib3 log request details (headers included) at DEBUG; keep them quiet.
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def init_cors(app: Flask, config: Config) -> None:
+    """Allow the frontend (and the backend's own origin), nobody else, to call /api/ from a browser."""
+    origins = [url.rstrip("/") for url in (config.frontend_url, config.backend_url) if url]
+    CORS(app, resources={r"/api/*": {"origins": origins}},
+         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+         expose_headers=["Link", "Retry-After"], methods=["GET", "POST", "OPTIONS"],
+         supports_credentials=False, max_age=600)
+
+
+def init_request_log(app: Flask) -> None:
+    """Log one JSON line per request: method, path, status, duration, user uuid (never a token)."""
+
+    @app.before_request
+    def _start() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _log(response: Response) -> Response:
+        started = g.get("request_started")
+        user = g.get("user")
+        access_log.info("request %s", json.dumps({
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
+            "user": user["uuid"] if user else None,
+        }))
+        return response
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -30,13 +67,16 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     configure_logging(config.log_level)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config["CRUDDUR"] = config
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
 
     from backend_flask import clients, errors, routes
 
     clients.init_app(app, config)
+    init_cors(app, config)
+    init_request_log(app)
     routes.init_app(app, config)
     errors.init_app(app)
     log.info("app created (pid %s, table %s)", os.getpid(), config.ddb_message_table)

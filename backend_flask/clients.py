@@ -1,4 +1,4 @@
-"""Per-process resources: the Postgres pool and the DynamoDB client, built once and reused."""
+"""Per-process resources: Postgres pool, DynamoDB client, token verifier, user cache; built once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from flask import Flask, current_app
 
 from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
+from backend_flask.lib.cognito_jwt_token import TokenVerifier
 from backend_flask.lib.db import Db, make_pool
+from backend_flask.lib.users import UserCache
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +24,23 @@ class Clients:
     db: Db
     ddb: Any
     table: str
+    verifier: TokenVerifier
+    users: UserCache
 
 
 def init_app(app: Flask, config: Config) -> None:
-    """Create the pool and the client for this process (gunicorn: each worker, after fork)."""
+    """Create this process's resources (gunicorn: in each worker, after fork; JWKS fetched lazily)."""
     pool = make_pool(config.connection_url, min_size=config.db_pool_min,
                      max_size=config.db_pool_max, timeout=config.db_timeout)
     # wait=False: the app starts even when Postgres is down; requests then get 503.
     pool.open(wait=False)
     ddb = make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url,
                       timeout=config.ddb_timeout, max_attempts=config.ddb_max_attempts)
-    app.extensions["cruddur"] = Clients(db=Db(pool), ddb=ddb, table=config.ddb_message_table)
+    verifier = TokenVerifier(issuer=config.cognito_issuer, jwks_url=config.cognito_jwks_url,
+                             client_id=config.cognito_client_id, refresh_interval=config.jwks_refresh_interval)
+    db = Db(pool)
+    app.extensions["cruddur"] = Clients(db=db, ddb=ddb, table=config.ddb_message_table, verifier=verifier,
+                                        users=UserCache(db, config.user_cache_ttl))
 
 
 def get() -> Clients:

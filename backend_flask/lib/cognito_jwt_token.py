@@ -59,6 +59,7 @@ class TokenVerifier:
         self._attempted_at = float("-inf")       # monotonic time of the last download attempt
         self._failed_at = float("-inf")          # monotonic time of the last failed download
         self._lock = threading.Lock()
+        self.downloads = 0                       # JWKS download attempts, for metrics and tests
         self._session = requests.Session()
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -124,6 +125,7 @@ class TokenVerifier:
             if self._keys is None and now - self._failed_at < FAILED_FETCH_BACKOFF:
                 raise JWKSUnavailable("JWKS download failed a moment ago")
             self._attempted_at = now
+            self.downloads += 1
             self._keys = self._fetch()
             if kid not in self._keys:
                 raise InvalidToken(reason=f"unknown kid {kid!r}")

@@ -9,6 +9,7 @@ from backend_flask.config import Config
 
 def init_app(app: Flask, config: Config) -> None:
     """Register every blueprint."""
-    from backend_flask.routes import health
+    from backend_flask.routes import health, message_groups, messages, openapi, users
 
-    app.register_blueprint(health.bp)
+    for module in (health, message_groups, messages, users, openapi):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,54 @@
+"""@jwt_required: verify the Cognito access token, put the user on g, or answer 401."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import g, request
+
+from backend_flask import clients
+from backend_flask.errors import Unauthorized
+from backend_flask.lib.cognito_jwt_token import InvalidToken
+
+log = logging.getLogger(__name__)
+
+
+def bearer_token(header: str | None) -> str:
+    """Return the token of an `Authorization: Bearer <token>` header; raise Unauthorized otherwise."""
+    if not header or not header.strip():
+        raise Unauthorized("token_missing")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("token_invalid")
+    return token
+
+
+def authenticate(header: str | None) -> tuple[str, dict[str, Any]]:
+    """Return (sub, {uuid, handle, display_name}) of the token's user; raise Unauthorized or a 503."""
+    c = clients.get()
+    try:
+        claims = c.verifier.verify(bearer_token(header))
+    except InvalidToken as exc:
+        # The reason names the failed check, never the token itself.
+        log.info("token refused (%s): %s", exc.code, exc)
+        raise Unauthorized(exc.code) from None
+    user = c.users.get(claims["sub"])
+    if user is None:
+        log.info("valid token for sub %s without a user row", claims["sub"])
+        raise Unauthorized("user_not_registered")
+    return claims["sub"], user
+
+
+def jwt_required(view: Callable) -> Callable:
+    """Run the view only for a verified user, who is then g.user (and their Cognito sub g.sub)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        g.sub, g.user = authenticate(request.headers.get("Authorization"))
+        return view(*args, **kwargs)
+
+    return wrapped

@@ -1,0 +1,1 @@
+"""Use cases: each takes the data-access objects as arguments and knows nothing of requests."""
