@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import random
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend_flask.lib import ddb
 from backend_flask.lib.errors import Conflict, InvalidCursor, NotFound
@@ -423,6 +427,17 @@ def test_malformed_cursors_raise_invalid_cursor(ddb_client, table, make):
     _a, _b, group = start(ddb_client, table)
     with pytest.raises(InvalidCursor):
         ddb.list_messages(ddb_client, table, group, before=make(group))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=200).map(_b64),
+                 st.recursive(st.none() | st.text(max_size=5) | st.integers(),
+                              lambda inner: st.lists(inner) | st.dictionaries(st.sampled_from(["pk", "sk"]), inner),
+                              max_leaves=10).map(lambda v: _b64(json.dumps(v).encode()))))
+def test_any_client_string_is_a_position_or_invalid_cursor(cursor):
+    pk = "MSG#00000000-0000-0000-0000-000000000000"
+    with contextlib.suppress(InvalidCursor):
+        assert ddb.is_timestamp(ddb.decode_cursor(cursor, pk))
 
 
 def test_a_cursor_of_one_conversation_is_refused_by_another(ddb_client, table):
