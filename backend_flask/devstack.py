@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from backend_flask import stream_runner
 from backend_flask.config import LOCAL_DIR, ROOT, Config, write_local_state
-from backend_flask.lib import cognito, db, ddb, local_services, users
+from backend_flask.lib import cognito, db, ddb, ddb_seed, local_services, users
 from backend_flask.lib.aws import make_client
 from backend_flask.lib.errors import DataError
 
@@ -73,6 +74,9 @@ def prepare_data(config: Config) -> Config:
     client = make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url)
     if ddb.create_table(client, config.ddb_message_table):
         log.info("created DynamoDB table %s", config.ddb_message_table)
+    group = ddb_seed.seed_demo_conversation(client, config.ddb_message_table, config.connection_url)
+    if group:
+        log.info("wrote the demo conversation %s", group)
     return config
 
 
@@ -84,7 +88,7 @@ def api_command(config: Config, args: argparse.Namespace) -> list[str]:
                 "--host", "127.0.0.1", "--port", str(config.port)]
     return [python, "-m", "gunicorn", "backend_flask.wsgi:app", "--bind", f"127.0.0.1:{config.port}",
             "--workers", str(args.workers), "--worker-class", "gthread", "--threads", "8",
-            "--access-logfile", "-", "--graceful-timeout", "5"]
+            "--graceful-timeout", "5"]  # the app logs one line per request itself
 
 
 def stop_all(services: list[local_services.Service]) -> None:
@@ -121,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             "CONNECTION_URL", "AWS_ENDPOINT_URL", "COGNITO_ENDPOINT_URL", "COGNITO_USER_POOL_ID",
             "COGNITO_CLIENT_ID", "DDB_MESSAGE_TABLE", "AWS_REGION"}}
         write_local_state(state)
+        # Pattern E, as the Lambda does it in AWS: conversation lists follow new messages.
+        started.append(stream_runner.start_process(config))
         child_env = {**os.environ, **config.as_env(), "PYTHONPATH": str(ROOT)}
         if args.no_api:
             print("Local services are up. Ctrl-C stops them.", flush=True)
@@ -157,6 +163,7 @@ Cruddur messaging API:  {url}   (health: {url}/api/health)
 Call it as a demo user (andrewbrown, bayko, londo):
   curl -H "Authorization: Bearer $(bin/cognito/token andrewbrown)" {url}/api/message_groups
 
+The stream runner moves conversation rows as messages land (pattern E).
 Ctrl-C stops everything; data stays in {Path(LOCAL_DIR).relative_to(ROOT)}/.
 """, flush=True)
 
