@@ -427,6 +427,10 @@ def test_cors_allows_the_frontend_origin_only(client, alice, config):
     assert "Link" in allowed.headers["Access-Control-Expose-Headers"]
     evil = client.get("/api/message_groups", headers={**alice["headers"], "Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in evil.headers
+    # errors carry the header too, so the frontend can read their codes
+    refused = client.get("/api/message_groups", headers={"Origin": config.frontend_url})
+    assert refused.status_code == 401
+    assert refused.headers["Access-Control-Allow-Origin"] == config.frontend_url
 
 
 def test_cors_preflight_allows_authorization_and_idempotency_key(client, config):

@@ -393,3 +393,10 @@ def test_concurrent_first_requests_download_once(jwks, signers):
     assert results == ["s"] * 8
     assert jwks.hits == 1
 
+
+
+def test_expired_token_of_another_client_is_invalid_not_expired(verifier, forge):
+    # A token that was never ours must not be reported as merely expired (which invites a refresh).
+    with pytest.raises(InvalidToken) as err:
+        verifier.verify(forge(client_id="someotherclient", exp=int(time.time()) - 600))
+    assert err.value.code == "token_invalid"

@@ -92,14 +92,7 @@ class TokenVerifier:
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
         """Raise InvalidToken unless the signed claims make this an unexpired access token for us."""
-        now = time.time()
-        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
-        if not all(_is_time(v) for v in (exp, iat, nbf)):
-            raise InvalidToken(reason="exp, iat or nbf missing or not a number")
-        if now > exp + self.leeway:
-            raise InvalidToken("token_expired", "expired")
-        if iat > now + self.leeway or nbf > now + self.leeway:
-            raise InvalidToken(reason="not valid yet")
+        # Whose token it is first: a foreign token is invalid, whether or not it has expired.
         if claims.get("iss") != self.issuer:
             raise InvalidToken(reason="issued by another pool")
         if claims.get("token_use") != "access":
@@ -108,6 +101,14 @@ class TokenVerifier:
             raise InvalidToken(reason="issued to another app client")
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise InvalidToken(reason="no sub")
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
+        if not all(_is_time(v) for v in (exp, iat, nbf)):
+            raise InvalidToken(reason="exp, iat or nbf missing or not a number")
+        now = time.time()
+        if now > exp + self.leeway:
+            raise InvalidToken("token_expired", "expired")
+        if iat > now + self.leeway or nbf > now + self.leeway:
+            raise InvalidToken(reason="not valid yet")
 
     def _key(self, kid: str) -> jwk.Key:
         """Return the pool's key `kid`, downloading the JWKS first if needed and allowed."""

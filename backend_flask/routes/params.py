@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, current_app, jsonify, request
 
-from backend_flask.errors import BadRequest, Unprocessable
+from backend_flask.errors import BadRequest, NotFoundError, Unprocessable
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -93,6 +94,36 @@ def handle_errors(value: Any) -> list[str]:
     if not isinstance(value, str):
         return ["user_reciever_handle_invalid"]
     return []
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A validated POST /api/messages: exactly one of message_group_uuid and handle is set."""
+
+    message: str
+    message_group_uuid: str | None
+    handle: str | None
+    idempotency_key: str | None
+
+
+def new_message(body: dict[str, Any]) -> NewMessage:
+    """Validate a POST /api/messages body; raise 400/422 with every code that applies, or 404 user_not_found."""
+    key = idempotency_key(body)
+    errors = message_errors(body.get("message"))
+    if "message_group_uuid" in body:
+        errors += message_group_uuid_errors(body["message_group_uuid"])
+        if "handle" in body:
+            errors.append("handle_and_message_group_uuid_exclusive")
+        if errors:
+            raise Unprocessable(*errors)
+        return NewMessage(body["message"], message_group_uuid(body["message_group_uuid"]), None, key)
+    errors += handle_errors(body.get("handle"))
+    if errors:
+        raise Unprocessable(*errors)
+    handle = body["handle"].strip()
+    if not handle_ok(handle):
+        raise NotFoundError("user_not_found")
+    return NewMessage(body["message"], None, handle, key)
 
 
 def idempotency_key(body: dict[str, Any]) -> str | None:
