@@ -28,8 +28,8 @@ unless another conversation of the same owner already sits at that exact
 microsecond; then the row moves one microsecond later, and `last_message_at`
 keeps the true time, which is what "only forward" compares.
 
-Membership is read strongly consistent (`is_member`) and checked inside D's
-transaction (a ConditionCheck), so a caller of D needs no read of its own.
+Membership is read strongly consistent (`is_member`); D reads it itself before
+its conditional put, so a caller of D needs no read of its own.
 Pages of A and B are eventually consistent reads (half the cost); B shows
 what the asynchronous pattern E wrote anyway.
 
@@ -508,10 +508,17 @@ def create_message_group(client, table: str, *, sender: dict, receiver: dict, me
 
 def create_message(client, table: str, *, message_group_uuid: str, sender: dict, message: str,
                    idempotency_key: str | None = None, capacity: list | None = None) -> dict:
-    """D: append a message if the sender is a member; never overwrite one with the same timestamp."""
+    """D: append a message if the sender is a member; never overwrite one with the same timestamp.
+
+    Membership is one strongly consistent GetItem, then the message is one
+    PutItem conditional on its key being free (1 RCU + 1 WCU, where a
+    transaction with a ConditionCheck would cost 4 WCU). Check-then-put is
+    safe because a membership is never removed. With an idempotency key the
+    message and the key's item go together in one transaction.
+    """
     sender = _person(sender)
-    if not _is_uuid(message_group_uuid):
-        raise NotFound("no such conversation", code="message_group_not_found")
+    if not is_member(client, table, message_group_uuid, sender["uuid"], capacity=capacity):
+        raise NotFound("sender is not in this conversation", code="message_group_not_found")
     key = _idempotency_key(idempotency_key)
     group = message_group_uuid
     message_uuid = str(uuid.uuid4())
@@ -519,28 +526,41 @@ def create_message(client, table: str, *, message_group_uuid: str, sender: dict,
     for attempt in range(WRITE_ATTEMPTS):
         result = {"uuid": message_uuid, "display_name": sender["display_name"], "handle": sender["handle"],
                   "message": message, "created_at": sk}
-        items = [{"ConditionCheck": {"TableName": table, "Key": _key(MEMBER_PREFIX + group, sender["uuid"]),
-                                     "ConditionExpression": "attribute_exists(pk)"}},
-                 _message_put(table, group, sk, message_uuid, sender, message)]
-        if key:
-            items.append(_idempotency_put(table, sender["uuid"], key, {"message_group_uuid": group, **result}))
-        reasons = _transact(client, items, capacity)
+        put = _message_put(table, group, sk, message_uuid, sender, message)
+        if key is None:
+            if _put(client, put["Put"], capacity):
+                return result
+            sk = _later(sk)  # same microsecond as another message: take the next one, never overwrite
+            continue
+        reasons = _transact(client, [put, _idempotency_put(table, sender["uuid"], key,
+                                                           {"message_group_uuid": group, **result})], capacity)
         if reasons is None:
             return result
-        if key and _failed(reasons, 2):
-            first = _first_result(client, table, sender["uuid"], key, reasons[2], capacity)
+        if _failed(reasons, 1):
+            first = _first_result(client, table, sender["uuid"], key, reasons[1], capacity)
             first.pop("message_group_uuid", None)
             return first
         if _failed(reasons, 0):
-            raise NotFound("sender is not in this conversation", code="message_group_not_found")
-        if _failed(reasons, 1):
-            sk = _later(sk)  # same microsecond as another message: take the next one, never overwrite
+            sk = _later(sk)
         elif _retryable(reasons):
             _backoff(attempt)
             sk = _later(sk)
         else:
             raise _cancelled("create_message", reasons)
     raise DynamoDBUnavailable("create_message: too many conflicting writes")
+
+
+def _put(client, put: dict, capacity: list | None) -> bool:
+    """Run one conditional PutItem; return False if its condition failed."""
+    with translate_errors():
+        try:
+            response = client.put_item(**put, ReturnConsumedCapacity="TOTAL")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return False
+    _record(capacity, response)
+    return True
 
 
 def _membership_put(table: str, group: str, user_uuid: str, sk: str) -> dict:
