@@ -80,17 +80,6 @@ def prepare_data(config: Config) -> Config:
     return config
 
 
-def api_command(config: Config, args: argparse.Namespace) -> list[str]:
-    """Return the command that serves the API."""
-    python = sys.executable
-    if args.flask_dev:
-        return [python, "-m", "flask", "--app", "backend_flask.wsgi:app", "run", "--debug",
-                "--host", "127.0.0.1", "--port", str(config.port)]
-    return [python, "-m", "gunicorn", "backend_flask.wsgi:app", "--bind", f"127.0.0.1:{config.port}",
-            "--workers", str(args.workers), "--worker-class", "gthread", "--threads", "8",
-            "--graceful-timeout", "5"]  # the app logs one line per request itself
-
-
 def stop_all(services: list[local_services.Service]) -> None:
     """Stop services in reverse start order."""
     for service in reversed(services):
@@ -130,12 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         child_env = {**os.environ, **config.as_env(), "PYTHONPATH": str(ROOT)}
         if args.no_api:
             print("Local services are up. Ctrl-C stops them.", flush=True)
-        else:
-            log_path = LOCAL_DIR / "logs" / "api.log"
-            api = local_services.Service("api", config.port, subprocess.Popen(
-                api_command(config, args), cwd=ROOT, env=child_env, start_new_session=True), log_path)
+        elif args.flask_dev:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "backend_flask.wsgi:app", "run", "--debug",
+                 "--host", "127.0.0.1", "--port", str(config.port)],
+                cwd=ROOT, env=child_env, start_new_session=True)
+            api = local_services.Service("api", config.port, process, Path(os.devnull))
             started.append(api)
             api.wait_ready(lambda: local_services.port_open(config.port), timeout=30)
+            print_banner(config)
+        else:
+            started.append(local_services.start_api(child_env, config.port, workers=args.workers))
             print_banner(config)
         while all(s.running() for s in started):
             time.sleep(0.5)

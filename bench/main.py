@@ -79,28 +79,19 @@ def seed_conversations(client, table: str, users: list[dict], messages_per_group
 # ------------------------------------------------------------------ servers
 
 class Gunicorn:
-    """A gunicorn serving a WSGI app on a free loopback port, as deployed."""
+    """A gunicorn serving a WSGI app on a free loopback port, as deployed, with its CPU use readable."""
 
     def __init__(self, app: str, config: Config, workdir: Path, workers: int = 2, threads: int = 8):
         self.port = local_services.free_port()
-        env = {**os.environ, **config.as_env(), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
-        self.log_path = workdir / f"gunicorn-{app.split(':')[0]}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{self.port}", "--workers",
-             str(workers), "--worker-class", "gthread", "--threads", str(threads), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not local_services.port_open(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn {app} did not start:\n{self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
+        env = {**config.as_env(), "LOG_LEVEL": "WARNING"}
+        self.service = local_services.start_api(env, self.port, log_path=workdir / f"{app.split(':')[0]}.log",
+                                                workers=workers, threads=threads, app=app)
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the master and its workers."""
         total = 0.0
         try:
-            master = psutil.Process(self.process.pid)
+            master = psutil.Process(self.service.process.pid)
             for proc in [master, *master.children(recursive=True)]:
                 times = proc.cpu_times()
                 total += times.user + times.system
@@ -109,11 +100,7 @@ class Gunicorn:
         return total
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        self.service.stop()
 
 
 # ------------------------------------------------------------- measurements

@@ -286,3 +286,52 @@ def stream_record():
                 "eventSourceARN": "arn:aws:dynamodb:ddblocal:000000000000:table/cruddur-messages/stream/x"}
 
     return _record
+
+
+# --- live server fixtures
+
+
+class LiveAPI:
+    """The API served by gunicorn, as deployed, on a free loopback port."""
+
+    def __init__(self, service: local_services.Service):
+        self.service = service
+        self.port = service.port
+
+    def request(self, method: str, path: str, *, token: str | None = None, body: dict | None = None,
+                timeout: float = 15.0, conn=None) -> tuple[int, object, dict]:
+        """Send one request; return (status, parsed JSON body or None, headers)."""
+        import http.client
+        import json
+
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            try:
+                data = json.loads(raw) if raw else None
+            except ValueError:
+                data = raw
+            return response.status, data, {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            if own:
+                conn.close()
+
+
+def serve_api(config: Config, log_path: Path, **options) -> LiveAPI:
+    """Start gunicorn serving the app with these settings."""
+    env = {**config.as_env(), "LOG_LEVEL": "WARNING"}
+    return LiveAPI(local_services.start_api(env, local_services.free_port(), log_path=log_path, **options))
+
+
+@pytest.fixture(scope="session")
+def live_api(config: Config, tmp_path_factory) -> Iterator[LiveAPI]:
+    """gunicorn (2 workers) serving the app against the session's services."""
+    api = serve_api(config, tmp_path_factory.mktemp("live") / "api.log")
+    yield api
+    api.service.stop()

@@ -65,6 +65,9 @@ class Service:
     process: subprocess.Popen
     log_path: Path
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Postgres: SIGTERM is a "smart" shutdown that waits for every client to leave;
+    # SIGINT ends the sessions and stops at once, which is what stop() means.
+    stop_signal: int = signal.SIGTERM
 
     @property
     def url(self) -> str:
@@ -95,7 +98,7 @@ class Service:
         """Stop the process group gracefully, then kill it if it lingers."""
         if self.running():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
+                os.killpg(self.process.pid, self.stop_signal)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -104,13 +107,22 @@ class Service:
         for hook in self.on_stop:
             hook()
 
+    def _signal_tree(self, signum: int) -> None:
+        # Postgres gives each backend a process group of its own: walk the tree.
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signum)
+
     def pause(self) -> None:
-        """Freeze the service (SIGSTOP): connections hang, as with a dead host."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        """Freeze the service and its children (SIGSTOP): connections hang, as with a dead host."""
+        self._signal_tree(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Undo pause()."""
-        os.killpg(self.process.pid, signal.SIGCONT)
+        self._signal_tree(signal.SIGCONT)
 
 
 def _spawn(name: str, args: list[str], log_path: Path, port: int, **kwargs) -> Service:
@@ -196,6 +208,7 @@ def start_postgres(data_dir: Path, port: int, database: str = "cruddur", throwaw
         # Test data is thrown away anyway: skip the disk flushes.
         args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     service = _spawn("postgres", args, log_path, port, **run_as)
+    service.stop_signal = signal.SIGINT
     service.wait_ready(lambda: _pg_accepts(bin_dir, port), timeout=60)
     _pg_ensure_database(port, database)
     return service
@@ -283,4 +296,29 @@ def start_cognito_local(port: int, state_dir: Path, log_path: Path) -> Service:
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port)}
     service = _spawn("cognito-local", [node, str(entry)], log_path, port, cwd=str(state_dir), env=env)
     service.wait_ready(lambda: port_open(port), timeout=60)
+    return service
+
+
+# ---------------------------------------------------------------------- API
+
+def api_command(port: int, *, workers: int = 2, threads: int = 8, app: str = "backend_flask.wsgi:app",
+                host: str = "127.0.0.1") -> list[str]:
+    """Return the gunicorn command that serves the API as deployed (gthread workers)."""
+    import sys
+
+    return [sys.executable, "-m", "gunicorn", app, "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5"]
+
+
+def start_api(env: dict[str, str], port: int, *, log_path: Path | None = None, workers: int = 2,
+              threads: int = 8, app: str = "backend_flask.wsgi:app") -> Service:
+    """Serve a WSGI app with gunicorn on 127.0.0.1:port; settings come from env."""
+    env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    command = api_command(port, workers=workers, threads=threads, app=app)
+    if log_path is None:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        service = Service("api", port, process, Path(os.devnull))
+    else:
+        service = _spawn("api", command, log_path, port, cwd=ROOT, env=env)
+    service.wait_ready(lambda: port_open(port), timeout=30)
     return service
