@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("backend_flask", "botocore", "messaging_stream_handler"):
+    for noisy in ("backend_flask", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sizes = ({"users": 6, "per_group": 25, "repeat": 30, "requests": 300, "seconds": 4, "lag": 5,
               "seed": 2000, "concurrency": [1, 8, 32]} if args.quick else
@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         users = make_users(config, sizes["users"])
         groups = seed_conversations(client, config.ddb_message_table, users, sizes["per_group"])
         runner = stream_runner.start_thread(config)
+        # The handler module sets its own level when the runner imports it.
+        logging.getLogger(stream_runner.HANDLER_MODULE).setLevel(logging.WARNING)
         api = Gunicorn("backend_flask.wsgi:app", config, Path(tmp))
         baseline = Gunicorn("bench.baseline_app:app", config, Path(tmp))
         try:
