@@ -50,6 +50,8 @@ def init_request_log(app: Flask) -> None:
 
     @app.after_request
     def _log(response: Response) -> Response:
+        if not access_log.isEnabledFor(logging.INFO):
+            return response
         started = g.get("request_started")
         user = g.get("user")
         access_log.info("request %s", json.dumps({

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -17,80 +16,40 @@ import pytest
 
 from backend_flask import create_app
 from backend_flask.config import ROOT, Config
-from backend_flask.lib import cognito, db, ddb, local_services
+from backend_flask.lib import cognito, ddb, local_services
 from backend_flask.lib.aws import make_client
+from backend_flask.lib.ephemeral import EphemeralStack, ephemeral_stack
 
 TEST_PASSWORD = "Test-passw0rd!"
 
 
-@dataclass
-class Stack:
-    """The running services and the settings that reach them."""
-
-    config: Config
-    postgres: local_services.Service | None
-    dynamodb: local_services.Service
-    cognito: local_services.Service
-    workdir: Path
-
-
-def _postgres_url(tmp: Path) -> tuple[str, local_services.Service | None, str | None]:
-    """Return (url, service we started or None, admin url to drop a database we created)."""
-    given = os.environ.get("TEST_CONNECTION_URL") or os.environ.get("CONNECTION_URL")
-    if not given:
-        port = local_services.free_port()
-        service = local_services.start_postgres(tmp / "postgres", port, database="cruddur_test", throwaway=True)
-        return f"postgresql://postgres@127.0.0.1:{port}/cruddur_test", service, None
-    # A server someone else runs: work in a database of our own and drop it afterwards.
+def _own_database(given: str) -> str:
+    """On a Postgres server someone else runs, create a database of our own and return its URL."""
     name = f"cruddur_test_{os.getpid()}"
     with psycopg.connect(given, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     info = psycopg.conninfo.conninfo_to_dict(given)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info), None, given
+    return psycopg.conninfo.make_conninfo(**info)
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    """Start every backing service once for the session."""
-    tmp = tmp_path_factory.mktemp("stack")
-    started: list[local_services.Service] = []
-    admin_url = None
+def stack(tmp_path_factory) -> Iterator[EphemeralStack]:
+    """Start every backing service once for the session (Postgres from TEST_CONNECTION_URL if given)."""
+    given = os.environ.get("TEST_CONNECTION_URL") or os.environ.get("CONNECTION_URL")
+    url = _own_database(given) if given else None
     try:
-        pg_url, pg_service, admin_url = _postgres_url(tmp)
-        if pg_service:
-            started.append(pg_service)
-        dynamodb = local_services.start_dynamodb_local(local_services.free_port(), None, tmp / "dynamodb.log")
-        started.append(dynamodb)
-        cognito_service = local_services.start_cognito_local(local_services.free_port(), tmp / "cognito",
-                                                             tmp / "cognito.log")
-        started.append(cognito_service)
-        db.load_schema(pg_url)
-        idp = make_client("cognito-idp", region="us-east-1", endpoint_url=cognito_service.url)
-        pool_id, client_id = cognito.ensure_pool(idp)
-        config = Config.from_env(
-            environ={},
-            connection_url=pg_url,
-            aws_endpoint_url=dynamodb.url,
-            cognito_endpoint_url=cognito_service.url,
-            cognito_user_pool_id=pool_id,
-            cognito_client_id=client_id,
-            frontend_url="http://localhost:3000",
-            log_level="WARNING",
-        )
-        ddb.create_table(make_client("dynamodb", region=config.aws_region, endpoint_url=dynamodb.url),
-                         config.ddb_message_table)
-        yield Stack(config, pg_service, dynamodb, cognito_service, tmp)
+        with ephemeral_stack(tmp_path_factory.mktemp("stack"), connection_url=url,
+                             frontend_url="http://localhost:3000") as running:
+            yield running
     finally:
-        for service in reversed(started):
-            service.stop()
-        if admin_url:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
+        if given:
+            with psycopg.connect(given, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "cruddur_test_{os.getpid()}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
-def config(stack: Stack) -> Config:
+def config(stack: EphemeralStack) -> Config:
     """Settings that point at the session's services."""
     return stack.config
 

@@ -102,7 +102,7 @@ def test_ci_runs_bin_test():
 def test_docker_compose_declares_the_whole_stack():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"backend-flask", "db", "dynamodb-local", "cognito-local"} <= set(services)
+    assert {"backend-flask", "db", "dynamodb-local", "cognito-local", "stream-runner"} <= set(services)
     assert services["backend-flask"]["build"]
     assert "4567:4567" in [str(p) for p in services["backend-flask"]["ports"]]
     assert Path(ROOT / services["backend-flask"]["build"]["context"] /

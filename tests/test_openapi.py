@@ -52,8 +52,13 @@ def test_every_operation_documents_its_errors(app):
                 assert "503" in codes, (method, path)
 
 
+@pytest.mark.parametrize("token", ["valid", "forged", "none"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_generated_requests_get_documented_answers_and_never_a_500(app, auth, mode):
+def test_generated_requests_get_documented_answers_and_never_a_500(app, auth, mode, token, foreign_signing_key,
+                                                                     forge):
+    headers = {"valid": auth["headers"],
+               "forged": {"Authorization": f"Bearer {forge(sub=auth['sub'], key=foreign_signing_key)}"},
+               "none": {}}[token]
     # GIVEN the schema as the app serves it, bound to the app (WSGI, no network)
     api = schemathesis.openapi.from_wsgi("/api/openapi.yml", app)
     for result in api.get_all_operations():
@@ -65,12 +70,12 @@ def test_generated_requests_get_documented_answers_and_never_a_500(app, auth, mo
         @settings(max_examples=12, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def check(case):
-            # WHEN schemathesis sends whatever it generates, signed in
+            # WHEN schemathesis sends whatever it generates, with a valid, a forged or no token
             # THEN the answer's status, content type, headers and body are the documented ones.
             # Not checked: that schema-valid requests succeed (a cursor, id or handle is only valid
             # if it exists, which no schema can say) and that every schema violation is refused
             # (unknown query parameters are ignored, as HTTP APIs do).
-            case.call_and_validate(headers=auth["headers"],
+            case.call_and_validate(headers=headers,
                                    excluded_checks=[positive_data_acceptance, negative_data_rejection])
 
         check()
