@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             stopping = True
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # Explicitly, because a shell starts background jobs with SIGINT ignored, and the services run
+    # in sessions of their own: a closed terminal (SIGHUP) must stop them too.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         started, config = start_services(base, env_has_db_url)
         config = prepare_data(config)
