@@ -100,7 +100,7 @@ def script_env(config: Config) -> dict[str, str]:
 
 @pytest.fixture
 def make_user(config: Config, idp, pg_url: str):
-    """Create a user in cognito-local and Postgres; return {uuid, handle, display_name, email, sub, token}."""
+    """Create a user in cognito-local and Postgres; return {uuid, handle, display_name, email, sub, token, headers}."""
 
     def _make(handle: str | None = None, display_name: str | None = None) -> dict:
         handle = handle or f"user{uuid.uuid4().hex[:10]}"
@@ -116,7 +116,7 @@ def make_user(config: Config, idp, pg_url: str):
             ).fetchone()
         token = cognito.access_token(idp, config.cognito_client_id, email=email, password=TEST_PASSWORD)
         return {"uuid": str(row[0]), "handle": handle, "display_name": display_name, "email": email,
-                "sub": sub, "token": token}
+                "sub": sub, "token": token, "headers": {"Authorization": f"Bearer {token}"}}
 
     return _make
 
@@ -124,9 +124,7 @@ def make_user(config: Config, idp, pg_url: str):
 @pytest.fixture
 def auth(make_user):
     """A fresh user and the Authorization header that carries their access token."""
-    user = make_user()
-    user["headers"] = {"Authorization": f"Bearer {user['token']}"}
-    return user
+    return make_user()
 
 
 # --- API fixtures

@@ -26,17 +26,13 @@ def alice(auth):
 @pytest.fixture
 def bob(make_user):
     """A second signed-in user."""
-    user = make_user()
-    user["headers"] = {"Authorization": f"Bearer {user['token']}"}
-    return user
+    return make_user()
 
 
 @pytest.fixture
 def carol(make_user):
     """A third user, in nobody's conversation."""
-    user = make_user()
-    user["headers"] = {"Authorization": f"Bearer {user['token']}"}
-    return user
+    return make_user()
 
 
 @pytest.fixture
@@ -360,6 +356,18 @@ def test_append_retried_with_the_same_client_message_id_writes_once(client, alic
     assert retry.json == first.json
     assert "message_group_uuid" not in retry.json
     assert [m["message"] for m in messages_of(client, alice, conversation)] == ["hello bob", "only once"]
+
+
+def test_a_key_reused_for_another_message_is_409_and_writes_nothing(client, alice, bob, conversation):
+    headers = {**bob["headers"], "Idempotency-Key": "reuse-" + uuid.uuid4().hex}
+    assert client.post("/api/messages", headers=headers,
+                       json={"message": "first", "message_group_uuid": conversation}).status_code == 200
+    # WHEN the client reuses the key for a different message
+    again = client.post("/api/messages", headers=headers,
+                        json={"message": "second", "message_group_uuid": conversation})
+    # THEN it is told so, and the second message was not silently swallowed as a replay
+    assert again.status_code == 409 and again.json == ["idempotency_key_reused"]
+    assert [m["message"] for m in messages_of(client, alice, conversation)] == ["hello bob", "first"]
 
 
 def test_different_keys_write_twice(client, alice, bob, conversation):

@@ -375,6 +375,28 @@ def test_retrying_with_the_same_idempotency_key_writes_once(ddb_client, table):
     assert "message_group_uuid" not in idem and idem["expires_at"] > 0
 
 
+def test_a_key_reused_for_another_message_is_a_conflict_not_a_silent_drop(ddb_client, table):
+    a, _b, group = start(ddb_client, table)
+    ddb.create_message(ddb_client, table, message_group_uuid=group, sender=a, message="first", idempotency_key="k")
+    # WHEN the same key comes back with other text
+    with pytest.raises(Conflict) as raised:
+        ddb.create_message(ddb_client, table, message_group_uuid=group, sender=a, message="second",
+                           idempotency_key="k")
+    # THEN it is refused, and only the first message is stored
+    assert raised.value.code == "idempotency_key_reused"
+    assert [m["message"] for m in partition(ddb_client, table, f"MSG#{group}")].count("second") == 0
+
+
+def test_a_key_that_started_a_conversation_replays_when_the_retry_appends(ddb_client, table):
+    # GIVEN a conversation started with a key, then the pair talking on
+    a, b = person("ann"), person("bob")
+    first = ddb.create_message_group(ddb_client, table, sender=a, receiver=b, message="hi", idempotency_key="kc")
+    ddb.create_message(ddb_client, table, message_group_uuid=first["message_group_uuid"], sender=b, message="yo")
+    # WHEN the start is retried (it now falls back to appending) THEN the first result comes back
+    assert ddb.create_message_group(ddb_client, table, sender=a, receiver=b, message="hi",
+                                    idempotency_key="kc") == first
+
+
 def test_retrying_a_new_conversation_with_the_same_key_writes_once(ddb_client, table):
     a, b = person("ann"), person("bob")
     key = "k" * 300  # longer keys are hashed into the sort key

@@ -397,16 +397,26 @@ def _idempotency_key(key: str | None) -> str | None:
     return key if len(key.encode()) <= 256 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def _fingerprint(group: str, message: str) -> str:
+    """What an idempotency key promises: this text into this conversation (the same for C and D)."""
+    return hashlib.sha256(f"{group}\n{message}".encode()).hexdigest()
+
+
 def _idempotency_put(table: str, sender_uuid: str, key: str, result: dict) -> dict:
-    item = {"pk": IDEMPOTENCY_PREFIX + sender_uuid, "sk": key, "result": result,
+    fingerprint = _fingerprint(result["message_group_uuid"], result["message"])
+    item = {"pk": IDEMPOTENCY_PREFIX + sender_uuid, "sk": key, "result": result, "request": fingerprint,
             TTL_ATTRIBUTE: int(time.time()) + IDEMPOTENCY_TTL_SECONDS}
     return {"Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(pk)",
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
 
 
 def _first_result(client, table: str, sender_uuid: str, key: str, reason: dict,
-                  capacity: list | None) -> dict:
-    """Return the result stored by the first call with this idempotency key."""
+                  capacity: list | None, *, group: str, message: str) -> dict:
+    """Return the result stored by the first call with this idempotency key.
+
+    A key reused for another text or conversation raises Conflict: answering
+    with the first result would silently drop the new message.
+    """
     item = reason.get("Item")
     if not item:
         with translate_errors():
@@ -416,7 +426,10 @@ def _first_result(client, table: str, sender_uuid: str, key: str, reason: dict,
         item = response.get("Item")
         if not item:
             raise Conflict("idempotency item vanished", code="idempotency_key_expired")
-    return dict(from_item(item)["result"])
+    stored = from_item(item)
+    if stored.get("request", _fingerprint(group, message)) != _fingerprint(group, message):
+        raise Conflict("idempotency key already used for another message", code="idempotency_key_reused")
+    return dict(stored["result"])
 
 
 # --------------------------------------------------------------- patterns
@@ -490,7 +503,8 @@ def create_message_group(client, table: str, *, sender: dict, receiver: dict, me
             log.info("created conversation %s", group)
             return result
         if key and _failed(reasons, 5):
-            return _first_result(client, table, sender["uuid"], key, reasons[5], capacity)
+            return _first_result(client, table, sender["uuid"], key, reasons[5], capacity, group=group,
+                                 message=message)
         if _failed(reasons, 0) or _failed(reasons, 1):
             # The pair already talks (perhaps started by the other one a moment ago): append instead.
             appended = create_message(client, table, message_group_uuid=group, sender=sender, message=message,
@@ -537,7 +551,8 @@ def create_message(client, table: str, *, message_group_uuid: str, sender: dict,
         if reasons is None:
             return result
         if _failed(reasons, 1):
-            first = _first_result(client, table, sender["uuid"], key, reasons[1], capacity)
+            first = _first_result(client, table, sender["uuid"], key, reasons[1], capacity, group=group,
+                                  message=message)
             first.pop("message_group_uuid", None)
             return first
         if _failed(reasons, 0):
