@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,11 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_api:
             print("Local services are up. Ctrl-C stops them.", flush=True)
         elif args.flask_dev:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", "backend_flask.wsgi:app", "run", "--debug",
-                 "--host", "127.0.0.1", "--port", str(config.port)],
-                cwd=ROOT, env=child_env, start_new_session=True)
-            api = local_services.Service("api", config.port, process, Path(os.devnull))
+            api = local_services.spawn("api", [sys.executable, "-m", "flask", "--app", "backend_flask.wsgi:app",
+                                               "run", "--debug", "--host", "127.0.0.1", "--port", str(config.port)],
+                                       None, config.port, cwd=ROOT, env=child_env)
             started.append(api)
             api.wait_ready(lambda: local_services.port_open(config.port), timeout=30)
             print_banner(config)

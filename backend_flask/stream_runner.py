@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -371,14 +370,7 @@ def start_process(config: Config, log_path: Path | None = None):
     from backend_flask.lib import local_services
 
     env = {**os.environ, **config.as_env(), "PYTHONPATH": str(ROOT)}
-    if log_path is None:
-        process = subprocess.Popen(command(), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        return local_services.Service("stream-runner", 0, process, Path(os.devnull))
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command(), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    return local_services.Service("stream-runner", 0, process, log_path)
+    return local_services.spawn("stream-runner", command(), log_path, cwd=ROOT, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,18 +126,19 @@ class Service:
         self._signal_tree(signal.SIGCONT)
 
 
-def _spawn(name: str, args: list[str], log_path: Path, port: int, **kwargs) -> Service:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its whole life
+def spawn(name: str, args: list[str], log_path: Path | None, port: int = 0, **kwargs) -> Service:
+    """Start a child process as a Service; its output goes to log_path, or to our terminal if None."""
     # A new session gives the service its own process group, so stop() reaches
     # every process it forks and Ctrl-C in a terminal does not hit it twice.
-    process = subprocess.Popen(
-        args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, **kwargs,
-    )
-    log_file.close()
-    log.info("started %s (pid %s) on 127.0.0.1:%s, log %s", name, process.pid, port, log_path)
-    return Service(name, port, process, log_path)
+    popen = {"stdin": subprocess.DEVNULL, "start_new_session": True, **kwargs}
+    if log_path is None:
+        process = subprocess.Popen(args, **popen)
+    else:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, **popen)
+    log.info("started %s (pid %s) on 127.0.0.1:%s, log %s", name, process.pid, port, log_path or "terminal")
+    return Service(name, port, process, log_path or Path(os.devnull))
 
 
 # ---------------------------------------------------------------- Postgres
@@ -207,7 +209,7 @@ def start_postgres(data_dir: Path, port: int, database: str = "cruddur", throwaw
     if throwaway:
         # Test data is thrown away anyway: skip the disk flushes.
         args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-    service = _spawn("postgres", args, log_path, port, **run_as)
+    service = spawn("postgres", args, log_path, port, **run_as)
     service.stop_signal = signal.SIGINT
     service.wait_ready(lambda: _pg_accepts(bin_dir, port), timeout=60)
     _pg_ensure_database(port, database)
@@ -265,7 +267,7 @@ def start_dynamodb_local(port: int, db_path: Path | None, log_path: Path) -> Ser
     else:
         db_path.mkdir(parents=True, exist_ok=True)
         args += ["-dbPath", str(db_path)]
-    service = _spawn("dynamodb-local", args, log_path, port, cwd=str(jar_dir))
+    service = spawn("dynamodb-local", args, log_path, port, cwd=str(jar_dir))
     service.wait_ready(lambda: _http_answers(port), timeout=90)
     return service
 
@@ -294,7 +296,7 @@ def start_cognito_local(port: int, state_dir: Path, log_path: Path) -> Service:
     state_dir.mkdir(parents=True, exist_ok=True)
     # HOST becomes part of every token's issuer, so the API must use the same one.
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port)}
-    service = _spawn("cognito-local", [node, str(entry)], log_path, port, cwd=str(state_dir), env=env)
+    service = spawn("cognito-local", [node, str(entry)], log_path, port, cwd=str(state_dir), env=env)
     service.wait_ready(lambda: port_open(port), timeout=60)
     return service
 
@@ -304,8 +306,6 @@ def start_cognito_local(port: int, state_dir: Path, log_path: Path) -> Service:
 def api_command(port: int, *, workers: int = 2, threads: int = 8, app: str = "backend_flask.wsgi:app",
                 host: str = "127.0.0.1") -> list[str]:
     """Return the gunicorn command that serves the API as deployed (gthread workers)."""
-    import sys
-
     return [sys.executable, "-m", "gunicorn", app, "--bind", f"{host}:{port}", "--workers", str(workers),
             "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5"]
 
@@ -314,11 +314,7 @@ def start_api(env: dict[str, str], port: int, *, log_path: Path | None = None, w
               threads: int = 8, app: str = "backend_flask.wsgi:app") -> Service:
     """Serve a WSGI app with gunicorn on 127.0.0.1:port; settings come from env."""
     env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    command = api_command(port, workers=workers, threads=threads, app=app)
-    if log_path is None:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        service = Service("api", port, process, Path(os.devnull))
-    else:
-        service = _spawn("api", command, log_path, port, cwd=ROOT, env=env)
+    service = spawn("api", api_command(port, workers=workers, threads=threads, app=app), log_path, port,
+                    cwd=ROOT, env=env)
     service.wait_ready(lambda: port_open(port), timeout=30)
     return service
