@@ -29,7 +29,7 @@ import psutil
 import psycopg
 
 from backend_flask.config import ROOT, Config
-from backend_flask.lib import cognito, ddb, local_services
+from backend_flask.lib import ddb, local_services, users
 from backend_flask.lib.aws import make_client
 from backend_flask.lib.ephemeral import ephemeral_stack
 from bench.capacity import CapacityMeter, item_size
@@ -45,19 +45,13 @@ RESULTS = ROOT / "bench" / "results"
 def make_users(config: Config, count: int) -> list[dict]:
     """Create users in cognito-local and Postgres; return them with access tokens."""
     idp = make_client("cognito-idp", region=config.cognito_region, endpoint_url=config.cognito_endpoint_url)
-    users = []
-    with psycopg.connect(config.connection_url, autocommit=True) as conn:
-        for i in range(count):
-            handle = f"bench{i}_{uuid.uuid4().hex[:6]}"
-            email = f"{handle}@example.test"
-            sub = cognito.sign_up(idp, config.cognito_user_pool_id, config.cognito_client_id, email=email,
-                                  password=PASSWORD, handle=handle, display_name=f"Bench {i}")
-            row = conn.execute("INSERT INTO users (display_name, handle, email, cognito_user_id) "
-                               "VALUES (%s, %s, %s, %s) RETURNING uuid", (f"Bench {i}", handle, email, sub)).fetchone()
-            token = cognito.access_token(idp, config.cognito_client_id, email=email, password=PASSWORD)
-            users.append({"uuid": str(row[0]), "handle": handle, "display_name": f"Bench {i}", "sub": sub,
-                          "token": token})
-    return users
+    made = []
+    for i in range(count):
+        handle = f"bench{i}_{uuid.uuid4().hex[:6]}"
+        made.append(users.create_signed_up_user(
+            config.connection_url, idp, config.cognito_user_pool_id, config.cognito_client_id, handle=handle,
+            display_name=f"Bench {i}", email=f"{handle}@example.test", password=PASSWORD))
+    return made
 
 
 def person(user: dict) -> dict:

@@ -16,7 +16,7 @@ import pytest
 
 from backend_flask import create_app
 from backend_flask.config import ROOT, Config
-from backend_flask.lib import cognito, ddb, local_services
+from backend_flask.lib import ddb, local_services, users
 from backend_flask.lib.aws import make_client
 from backend_flask.lib.ephemeral import EphemeralStack, ephemeral_stack
 
@@ -105,18 +105,10 @@ def make_user(config: Config, idp, pg_url: str):
     def _make(handle: str | None = None, display_name: str | None = None) -> dict:
         handle = handle or f"user{uuid.uuid4().hex[:10]}"
         display_name = display_name or f"User {handle}"
-        email = f"{handle.lower()}@example.test"
-        sub = cognito.sign_up(idp, config.cognito_user_pool_id, config.cognito_client_id, email=email,
-                              password=TEST_PASSWORD, handle=handle, display_name=display_name)
-        with psycopg.connect(pg_url) as conn:
-            row = conn.execute(
-                "INSERT INTO public.users (display_name, handle, email, cognito_user_id) "
-                "VALUES (%s, %s, %s, %s) RETURNING uuid",
-                (display_name, handle, email, sub),
-            ).fetchone()
-        token = cognito.access_token(idp, config.cognito_client_id, email=email, password=TEST_PASSWORD)
-        return {"uuid": str(row[0]), "handle": handle, "display_name": display_name, "email": email,
-                "sub": sub, "token": token, "headers": {"Authorization": f"Bearer {token}"}}
+        user = users.create_signed_up_user(pg_url, idp, config.cognito_user_pool_id, config.cognito_client_id,
+                                           handle=handle, display_name=display_name,
+                                           email=f"{handle.lower()}@example.test", password=TEST_PASSWORD)
+        return {**user, "headers": {"Authorization": f"Bearer {user['token']}"}}
 
     return _make
 

@@ -12,11 +12,10 @@ import threading
 import time
 from collections import Counter
 
-import psycopg
 import pytest
 
 from backend_flask.config import Config
-from backend_flask.lib import cognito, db, ddb, local_services
+from backend_flask.lib import db, ddb, local_services, users
 from backend_flask.lib.aws import make_client
 from tests.conftest import TEST_PASSWORD, serve_api
 
@@ -160,16 +159,11 @@ def test_postgres_stopped_under_load_gives_quick_503s_and_recovers(config: Confi
     url = f"postgresql://postgres@127.0.0.1:{port}/faults"
     db.load_schema(url)
     people = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        for i in range(4):
-            handle = f"pgfault{i}{time.monotonic_ns() % 10**8}"
-            email = f"{handle}@example.test"
-            sub = cognito.sign_up(idp, config.cognito_user_pool_id, config.cognito_client_id, email=email,
-                                  password=TEST_PASSWORD, handle=handle, display_name=handle)
-            conn.execute("INSERT INTO users (display_name, handle, email, cognito_user_id) VALUES (%s, %s, %s, %s)",
-                         (handle, handle, email, sub))
-            token = cognito.access_token(idp, config.cognito_client_id, email=email, password=TEST_PASSWORD)
-            people.append({"handle": handle, "token": token})
+    for i in range(4):
+        handle = f"pgfault{i}{time.monotonic_ns() % 10**8}"
+        people.append(users.create_signed_up_user(url, idp, config.cognito_user_pool_id, config.cognito_client_id,
+                                                  handle=handle, display_name=handle,
+                                                  email=f"{handle}@example.test", password=TEST_PASSWORD))
     # A short cache, so reads need Postgres during the outage too.
     own = config.replace(connection_url=url, user_cache_ttl=0.5)
     api = serve_api(own, tmp_path / "api.log")

@@ -306,3 +306,16 @@ def test_all_users_and_sign_up_all_create_every_row_in_the_pool(scratch_url, idp
     assert [u["handle"] for u in users.all_users(scratch_url)] == [f"signup{tag}"]
     assert users.sign_up_all(scratch_url, idp, config.cognito_user_pool_id, config.cognito_client_id, PASSWORD) == 1
     assert f"signup{tag}" in users.pool_users_by_handle(idp, config.cognito_user_pool_id)
+
+
+def test_create_signed_up_user_links_the_new_row_to_its_cognito_sub(pg_url, idp, config, users_db):
+    # GIVEN a user created in the pool and in Postgres at once
+    handle = f"Linked{uuid.uuid4().hex[:8]}"
+    made = users.create_signed_up_user(pg_url, idp, config.cognito_user_pool_id, config.cognito_client_id,
+                                       handle=handle, display_name="Linked User",
+                                       email=f"{handle.lower()}@example.test", password="Linked-passw0rd!")
+    # THEN the row is found by the sub, and the token is that user's access token
+    assert users.user_by_cognito_sub(users_db, made["sub"]) == {"uuid": made["uuid"], "handle": handle,
+                                                                 "display_name": "Linked User"}
+    claims = idp.get_user(AccessToken=made["token"])
+    assert {a["Name"]: a["Value"] for a in claims["UserAttributes"]}["sub"] == made["sub"]

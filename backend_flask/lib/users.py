@@ -190,6 +190,22 @@ def update_cognito_user_ids(url: str, idp, pool_id: str) -> dict[str, list]:
     return plan
 
 
+def create_signed_up_user(url: str, idp, pool_id: str, client_id: str, *, handle: str, display_name: str,
+                          email: str, password: str) -> dict:
+    """Create a user in the pool and in Postgres, linked by sub; return it with an access token.
+
+    Returns {uuid, handle, display_name, email, sub, token}.
+    """
+    sub = cognito.sign_up(idp, pool_id, client_id, email=email, password=password, handle=handle,
+                          display_name=display_name)
+    with connect(url) as conn:
+        user_uuid = Db.on_connection(conn).query_value("users/create", display_name=display_name, handle=handle,
+                                                       email=email, cognito_user_id=sub)
+    token = cognito.access_token(idp, client_id, email=email, password=password)
+    return {"uuid": user_uuid, "handle": handle, "display_name": display_name, "email": email, "sub": sub,
+            "token": token}
+
+
 def token_for_handle(url: str, idp, client_id: str, handle: str, password: str) -> str:
     """Sign in as the user with this handle and return an access token."""
     with connect(url) as conn:
