@@ -47,17 +47,18 @@ def _kb(size: int) -> int:
     return max(1, math.ceil(size / 1024))
 
 
-def _read_units(size: int, consistent: bool) -> float:
+def units_to_read(size: int, consistent: bool) -> float:
+    """Read units for this many bytes: one per 4 KB (half if eventually consistent), at least one."""
     return max(1, math.ceil(size / 4096)) * (1.0 if consistent else 0.5)
 
 
 def call_cost(operation: str, params: dict[str, Any], parsed: dict[str, Any]) -> float:
     """Return the capacity units AWS on-demand would bill for one successful call."""
     if operation == "GetItem":
-        return _read_units(item_size(parsed.get("Item", {})), bool(params.get("ConsistentRead")))
+        return units_to_read(item_size(parsed.get("Item", {})), bool(params.get("ConsistentRead")))
     if operation in ("Query", "Scan"):
         size = sum(item_size(i) for i in parsed.get("Items", []))
-        return _read_units(size, bool(params.get("ConsistentRead")))
+        return units_to_read(size, bool(params.get("ConsistentRead")))
     if operation == "PutItem":
         item = params["Item"]
         return _kb(item_size(item)) * (2 if INDEX_ATTRIBUTE in item else 1)

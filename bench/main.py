@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import subprocess
@@ -32,7 +31,7 @@ from backend_flask.config import ROOT, Config
 from backend_flask.lib import ddb, local_services, users
 from backend_flask.lib.aws import make_client
 from backend_flask.lib.ephemeral import ephemeral_stack
-from bench.capacity import CapacityMeter, item_size
+from bench.capacity import CapacityMeter, item_size, units_to_read
 from bench.loadgen import json_body, percentile, run_load
 
 log = logging.getLogger("bench")
@@ -155,9 +154,8 @@ def measure_floor_and_api(config: Config, api: Gunicorn, user: dict, rounds: int
 
 
 def read_units(items: list[dict], consistent: bool) -> float:
-    """RCUs a read of these items needs at least: one unit (half if eventually consistent) per 4 KB."""
-    units = max(1, math.ceil(sum(item_size(i) for i in items) / 4096))
-    return units * (1.0 if consistent else 0.5)
+    """RCUs a read of these items needs at least, priced as bench/capacity.py prices calls."""
+    return units_to_read(sum(item_size(i) for i in items), consistent)
 
 
 def capacity_total(capacity: list[dict]) -> float:
@@ -234,16 +232,18 @@ def measure_http(api: Gunicorn, users: list[dict], groups: list[str], concurrenc
             json_body({"message": f"load {c}-{n}", "message_group_uuid": groups[c % len(groups)]}),
             {"Authorization": f"Bearer {others[c % len(others)]['token']}", "Content-Type": "application/json"}),
     }
-    rows = []
-    for name, make in routes.items():
-        for clients in concurrencies:
-            cpu_before = api.cpu_seconds()
-            result = run_load(api.port, make, clients=clients, requests=requests, max_seconds=max_seconds,
-                              warmup=min(50, requests // 10))
-            cpu = api.cpu_seconds() - cpu_before
-            rows.append({"route": name, "clients": clients, **result.summary(),
-                         "server_cpu_ms_per_request": round(1000 * cpu / max(1, result.requests), 2)})
-    return rows
+    return [load_row(api, name, make, clients, requests, max_seconds, warmup=min(50, requests // 10))
+            for name, make in routes.items() for clients in concurrencies]
+
+
+def load_row(server: Gunicorn, route: str, make, clients: int, requests: int, max_seconds: float,
+             warmup: int) -> dict:
+    """Run one closed-loop load against a server; return its figures with the server's CPU per request."""
+    cpu_before = server.cpu_seconds()
+    result = run_load(server.port, make, clients=clients, requests=requests, max_seconds=max_seconds, warmup=warmup)
+    cpu = server.cpu_seconds() - cpu_before
+    return {"route": route, "clients": clients, **result.summary(),
+            "server_cpu_ms_per_request": round(1000 * cpu / max(1, result.requests), 2)}
 
 
 def measure_stream_lag(api: Gunicorn, users: list[dict], groups: list[str], samples: int) -> dict:
@@ -357,15 +357,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure_http_baseline(baseline: Gunicorn, users: list[dict], sizes: dict) -> list[dict]:
     auth = {"Authorization": f"Bearer {users[0]['token']}"}
-    rows = []
-    for clients in sizes["concurrency"]:
-        cpu_before = baseline.cpu_seconds()
-        result = run_load(baseline.port, lambda c, n: ("GET", "/api/message_groups", None, auth), clients=clients,
-                          requests=max(100, sizes["requests"] // 5), max_seconds=sizes["seconds"], warmup=10)
-        cpu = baseline.cpu_seconds() - cpu_before
-        rows.append({"route": "GET /api/message_groups (baseline)", "clients": clients, **result.summary(),
-                     "server_cpu_ms_per_request": round(1000 * cpu / max(1, result.requests), 2)})
-    return rows
+    return [load_row(baseline, "GET /api/message_groups (baseline)",
+                     lambda c, n: ("GET", "/api/message_groups", None, auth), clients,
+                     max(100, sizes["requests"] // 5), sizes["seconds"], warmup=10)
+            for clients in sizes["concurrency"]]
 
 
 def summarize(report: dict) -> dict:
