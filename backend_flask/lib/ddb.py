@@ -77,6 +77,7 @@ IDEMPOTENCY_PREFIX = "IDEM#"
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
+MAX_CURSOR_LENGTH = 1024
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 TTL_ATTRIBUTE = "expires_at"
 # Namespace of pair_group_uuid(); changing it would split every existing pair's conversation.
@@ -317,7 +318,7 @@ def encode_cursor(pk: str, sk: str) -> str:
 
 def decode_cursor(cursor: Any, pk: str) -> str:
     """Return the sort key a cursor of partition `pk` points at; raise InvalidCursor otherwise."""
-    if not isinstance(cursor, str) or not cursor or len(cursor) > 1024:
+    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR_LENGTH:
         raise InvalidCursor("cursor is not a short string")
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))

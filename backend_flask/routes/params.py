@@ -11,10 +11,8 @@ from urllib.parse import urlencode
 from flask import Response, current_app, jsonify, request
 
 from backend_flask.errors import BadRequest, NotFoundError, Unprocessable
+from backend_flask.lib import ddb
 
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-MAX_CURSOR_LENGTH = 1024
 MAX_MESSAGE_CHARS = 1024
 MAX_HANDLE_CHARS = 100
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -24,15 +22,15 @@ def page_args() -> tuple[int, str | None]:
     """Return (limit, before) from the query string; 400 invalid_limit / invalid_cursor otherwise."""
     raw = request.args.get("limit")
     if raw is None:
-        limit = DEFAULT_LIMIT
-    elif raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= MAX_LIMIT:
+        limit = ddb.DEFAULT_LIMIT
+    elif raw.isascii() and raw.isdigit() and len(raw) <= len(str(ddb.MAX_LIMIT)) and 1 <= int(raw) <= ddb.MAX_LIMIT:
         limit = int(raw)
     else:
         raise BadRequest("invalid_limit")
     before = request.args.get("before")
     if before == "":
         before = None
-    if before is not None and len(before) > MAX_CURSOR_LENGTH:
+    if before is not None and len(before) > ddb.MAX_CURSOR_LENGTH:
         raise BadRequest("invalid_cursor")
     return limit, before
 
