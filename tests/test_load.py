@@ -80,7 +80,7 @@ def test_concurrent_senders_store_every_message_once_in_order(live_api, make_use
     # THEN every request succeeded: no 5xx, nothing refused
     assert statuses == Counter({200: SENDERS * MESSAGES_PER_SENDER})
 
-    for (a, _b), group in zip(pairs, groups, strict=True):
+    for index, ((a, _b), group) in enumerate(zip(pairs, groups, strict=True)):
         # AND paging through the conversation returns each message exactly once, oldest first
         messages = _pages(live_api, a["token"], group)
         texts = [m["message"] for m in messages]
@@ -90,7 +90,7 @@ def test_concurrent_senders_store_every_message_once_in_order(live_api, make_use
         times = [m["created_at"] for m in messages]
         assert times == sorted(times) and len(set(times)) == len(times)
         # AND each sender's own messages are in the order they were sent
-        for k in range(group_index_of(group, groups), SENDERS, CONVERSATIONS):
+        for k in range(index, SENDERS, CONVERSATIONS):
             own = [t for t in texts if t.startswith(f"s{k}-")]
             assert own == [f"s{k}-m{i}" for i in range(MESSAGES_PER_SENDER)]
 
@@ -113,7 +113,3 @@ def test_concurrent_senders_store_every_message_once_in_order(live_api, make_use
             break
         time.sleep(0.5)
     assert stale == []
-
-
-def group_index_of(group: str, groups: list[str]) -> int:
-    return groups.index(group)
