@@ -52,6 +52,13 @@ def split_target(parser: argparse.ArgumentParser, words: list[str]) -> tuple[str
     return "local", words
 
 
+def add_page_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of the pattern scripts that print one page: --limit, --before, --json."""
+    parser.add_argument("--limit", type=int, default=ddb.DEFAULT_LIMIT, help=f"page size, 1..{ddb.MAX_LIMIT}")
+    parser.add_argument("--before", metavar="CURSOR", help="the cursor of an older page")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)

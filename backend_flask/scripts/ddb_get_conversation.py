@@ -11,16 +11,14 @@ import argparse
 from backend_flask.lib import ddb, ddb_seed
 from backend_flask.lib.errors import NotFound
 from backend_flask.scripts.common import ScriptError, run
-from backend_flask.scripts.ddb_common import print_page, require_table, split_target, target
+from backend_flask.scripts.ddb_common import add_page_options, print_page, require_table, split_target, target
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bin/ddb/patterns/get-conversation", description=__doc__.splitlines()[0])
     parser.add_argument("words", nargs="*", metavar="[prod] [HANDLE_A HANDLE_B]")
     parser.add_argument("--group", metavar="UUID", help="a message_group_uuid instead of two handles")
-    parser.add_argument("--limit", type=int, default=ddb.DEFAULT_LIMIT, help="page size, 1..100")
-    parser.add_argument("--before", metavar="CURSOR", help="the cursor of an older page")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_page_options(parser)
     args = parser.parse_args(argv)
     target_name, handles = split_target(parser, args.words)
     if handles and (len(handles) != 2 or args.group):

@@ -10,7 +10,7 @@ import argparse
 
 from backend_flask.lib import ddb, ddb_seed
 from backend_flask.scripts.common import run
-from backend_flask.scripts.ddb_common import print_page, require_table, split_target, target
+from backend_flask.scripts.ddb_common import add_page_options, print_page, require_table, split_target, target
 
 
 def main(argv: list[str]) -> int:
@@ -18,9 +18,7 @@ def main(argv: list[str]) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("words", nargs="*", metavar="[prod] [HANDLE]")
     parser.add_argument("--user-uuid", metavar="UUID", help="a user's uuid instead of a handle")
-    parser.add_argument("--limit", type=int, default=ddb.DEFAULT_LIMIT, help="page size, 1..100")
-    parser.add_argument("--before", metavar="CURSOR", help="the cursor of an older page")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_page_options(parser)
     args = parser.parse_args(argv)
     target_name, handles = split_target(parser, args.words)
     if len(handles) > 1 or (handles and args.user_uuid):
