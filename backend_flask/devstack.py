@@ -118,18 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         write_local_state(state)
         # Pattern E, as the Lambda does it in AWS: conversation lists follow new messages.
         started.append(stream_runner.start_process(config))
-        child_env = {**os.environ, **config.as_env(), "PYTHONPATH": str(ROOT)}
         if args.no_api:
             print("Local services are up. Ctrl-C stops them.", flush=True)
         elif args.flask_dev:
             api = local_services.spawn("api", [sys.executable, "-m", "flask", "--app", "backend_flask.wsgi:app",
                                                "run", "--debug", "--host", "127.0.0.1", "--port", str(config.port)],
-                                       None, config.port, cwd=ROOT, env=child_env)
+                                       None, config.port, cwd=ROOT, env=local_services.child_env(config.as_env()))
             started.append(api)
             api.wait_ready(lambda: local_services.port_open(config.port), timeout=30)
             print_banner(config)
         else:
-            started.append(local_services.start_api(child_env, config.port, workers=args.workers))
+            started.append(local_services.start_api(config.as_env(), config.port, workers=args.workers))
             print_banner(config)
         while all(s.running() for s in started):
             time.sleep(0.5)

@@ -19,7 +19,6 @@ import base64
 import importlib.util
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -369,8 +368,8 @@ def start_process(config: Config, log_path: Path | None = None):
     """
     from backend_flask.lib import local_services
 
-    env = {**os.environ, **config.as_env(), "PYTHONPATH": str(ROOT)}
-    return local_services.spawn("stream-runner", command(), log_path, cwd=ROOT, env=env)
+    return local_services.spawn("stream-runner", command(), log_path, cwd=ROOT,
+                                env=local_services.child_env(config.as_env()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -276,7 +276,7 @@ def _http(port: int, method: str, path: str, user: dict, body: dict | None = Non
 
 def measure_seed(config: Config, users: list[dict], messages: int) -> dict:
     """bin/ddb/seed --messages N against a raw BatchWriteItem loop writing the same number of items."""
-    env = {**os.environ, **config.as_env(), "PYTHONPATH": str(ROOT)}
+    env = local_services.child_env(config.as_env())
     start = time.perf_counter()
     subprocess.run([str(ROOT / "bin" / "ddb" / "seed"), "--messages", str(messages), users[0]["handle"],
                     users[1]["handle"]], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

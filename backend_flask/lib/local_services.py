@@ -126,6 +126,11 @@ class Service:
         self._signal_tree(signal.SIGCONT)
 
 
+def child_env(settings: dict[str, str]) -> dict[str, str]:
+    """Environment for a Python child of this project: ours, then `settings`, with the project importable."""
+    return {**os.environ, **settings, "PYTHONPATH": str(ROOT)}
+
+
 def spawn(name: str, args: list[str], log_path: Path | None, port: int = 0, **kwargs) -> Service:
     """Start a child process as a Service; its output goes to log_path, or to our terminal if None."""
     # A new session gives the service its own process group, so stop() reaches
@@ -313,8 +318,7 @@ def api_command(port: int, *, workers: int = 2, threads: int = 8, app: str = "ba
 def start_api(env: dict[str, str], port: int, *, log_path: Path | None = None, workers: int = 2,
               threads: int = 8, app: str = "backend_flask.wsgi:app") -> Service:
     """Serve a WSGI app with gunicorn on 127.0.0.1:port; settings come from env."""
-    env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     service = spawn("api", api_command(port, workers=workers, threads=threads, app=app), log_path, port,
-                    cwd=ROOT, env=env)
+                    cwd=ROOT, env=child_env(env))
     service.wait_ready(lambda: port_open(port), timeout=30)
     return service
