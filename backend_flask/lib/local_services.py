@@ -177,7 +177,7 @@ def _chown_tree(path: Path, user: str) -> None:
 
 
 def _make_traversable(path: Path) -> None:
-    """Let the unprivileged postgres user reach a data dir below root-owned folders."""
+    """Let the unprivileged postgres user reach `path` below folders only root may enter (e.g. mktemp's 0700)."""
     for parent in reversed(path.parents):
         mode = parent.stat().st_mode
         if not mode & 0o001:
@@ -191,6 +191,9 @@ def start_postgres(data_dir: Path, port: int, database: str = "cruddur", throwaw
     data_dir = data_dir.resolve()
     # Drop root's group too, or files stay reachable only through group root.
     run_as = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
+    if user:
+        # Its binaries live in this checkout's .venv, which may sit in a private folder too.
+        _make_traversable(bin_dir)
     if not (data_dir / "PG_VERSION").exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         if user:
