@@ -1,13 +1,13 @@
-# The messaging API as deployed: gunicorn serving backend_flask.wsgi:app on 4567.
+# The messaging API as deployed: only the shipped package (backend_flask/) and its data files.
+# Local tooling (toolbox/, bench/, tests/, bin/) never enters the image: see .dockerignore.
 FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY backend_flask/ backend_flask/
-COPY db/ db/
-COPY aws/lambdas/ aws/lambdas/
-COPY openapi.yml* ./
+COPY db/sql/ db/sql/
+COPY openapi.yml .
 RUN useradd --system --no-create-home cruddur
 USER cruddur
 EXPOSE 4567

@@ -10,8 +10,8 @@ from typing import Any
 from flask import g, request
 
 from backend_flask import clients
-from backend_flask.errors import Unauthorized
 from backend_flask.lib.cognito_jwt_token import InvalidToken
+from backend_flask.lib.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
-def authenticate(header: str | None) -> tuple[str, dict[str, Any]]:
-    """Return (sub, {uuid, handle, display_name}) of the token's user; raise Unauthorized or a 503."""
+def authenticate(header: str | None) -> dict[str, Any]:
+    """Return {uuid, handle, display_name} of the token's user; raise Unauthorized or a 503."""
     c = clients.get()
     try:
         claims = c.verifier.verify(bearer_token(header))
@@ -40,15 +40,15 @@ def authenticate(header: str | None) -> tuple[str, dict[str, Any]]:
     if user is None:
         log.info("valid token for sub %s without a user row", claims["sub"])
         raise Unauthorized("user_not_registered")
-    return claims["sub"], user
+    return user
 
 
 def jwt_required(view: Callable) -> Callable:
-    """Run the view only for a verified user, who is then g.user (and their Cognito sub g.sub)."""
+    """Run the view only for a verified user, who is then g.user."""
 
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        g.sub, g.user = authenticate(request.headers.get("Authorization"))
+        g.user = authenticate(request.headers.get("Authorization"))
         return view(*args, **kwargs)
 
     return wrapped

@@ -1,10 +1,9 @@
-"""Per-process resources: Postgres pool, DynamoDB client, token verifier, user cache; built once."""
+"""Per-process resources: Postgres pool, messages table, token verifier, user cache; built once."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask, current_app
 
@@ -12,6 +11,7 @@ from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
 from backend_flask.lib.cognito_jwt_token import TokenVerifier
 from backend_flask.lib.db import Db, make_pool
+from backend_flask.lib.ddb import MessagesTable
 from backend_flask.lib.users import UserCache
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,13 @@ class Clients:
     """What a request needs to reach the backing services."""
 
     db: Db
-    ddb: Any
-    table: str
+    messages: MessagesTable
     verifier: TokenVerifier
     users: UserCache
 
 
 def init_app(app: Flask, config: Config) -> None:
-    """Create this process's resources (gunicorn: in each worker, after fork; JWKS fetched lazily)."""
+    """Create this process's resources (in each server worker, after fork; JWKS fetched lazily)."""
     pool = make_pool(config.connection_url, min_size=config.db_pool_min,
                      max_size=config.db_pool_max, timeout=config.db_timeout)
     # wait=False: the app starts even when Postgres is down; requests then get 503.
@@ -39,8 +38,8 @@ def init_app(app: Flask, config: Config) -> None:
     verifier = TokenVerifier(issuer=config.cognito_issuer, jwks_url=config.cognito_jwks_url,
                              client_id=config.cognito_client_id, refresh_interval=config.jwks_refresh_interval)
     db = Db(pool)
-    app.extensions["cruddur"] = Clients(db=db, ddb=ddb, table=config.ddb_message_table, verifier=verifier,
-                                        users=UserCache(db, config.user_cache_ttl))
+    app.extensions["cruddur"] = Clients(db=db, messages=MessagesTable(ddb, config.ddb_message_table),
+                                        verifier=verifier, users=UserCache(db, config.user_cache_ttl))
 
 
 def get() -> Clients:

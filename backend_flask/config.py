@@ -1,23 +1,20 @@
-"""Every setting of the backend, read from the environment in one place.
+"""Every setting of the shipped backend, read from the environment and nothing else.
 
-Defaults suit the local stack that `bin/dev` starts. In production, leave
-`AWS_ENDPOINT_URL` and `COGNITO_ENDPOINT_URL` unset and set the Cognito ids.
-Nothing else in the project reads `os.environ`.
+Defaults are those of production: with nothing set, DynamoDB and Cognito are
+the real AWS services. The local toolbox (`toolbox/`) starts local services and
+hands their addresses to the processes it starts, through their environment.
+Nothing else in `backend_flask` reads `os.environ`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+# Where the shipped data files are: db/sql/ (query templates) and openapi.yml.
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_DIR = ROOT / ".local"
-# bin/dev writes the ports and Cognito ids it chose here, so that bin/ scripts
-# run from another terminal find the running stack without extra exports.
-LOCAL_STATE_FILE = LOCAL_DIR / "dev-state.json"
 
 
 @dataclass(frozen=True)
@@ -25,17 +22,16 @@ class Config:
     """The backend's settings; build with Config.from_env()."""
 
     # Postgres
-    connection_url: str = "postgresql://postgres@127.0.0.1:15432/cruddur"
+    connection_url: str = ""           # libpq URL of the users database (RDS in AWS); required
     db_pool_min: int = 1
     db_pool_max: int = 8
     db_timeout: float = 3.0            # seconds to get a connection or run a query
-    prod_connection_url: str = ""      # the server bin/db/* scripts reach with their `prod` argument
     # AWS: endpoint unset means real AWS
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
     ddb_message_table: str = "cruddur-messages"
     ddb_timeout: float = 2.0           # connect/read timeout of each DynamoDB call
-    ddb_max_attempts: int = 3          # retries with backoff, throttling included
+    ddb_max_attempts: int = 3          # attempts per call (standard retry mode: backs off on throttling)
     # Cognito
     cognito_user_pool_id: str = ""
     cognito_client_id: str = ""
@@ -46,19 +42,12 @@ class Config:
     frontend_url: str = "http://localhost:3000"
     backend_url: str = "http://localhost:4567"
     log_level: str = "INFO"
-    # Local stack (bin/dev): fixed ports the frontend and the README expect
-    port: int = 4567
-    dev_pg_port: int = 15432
-    dev_ddb_port: int = 8000
-    dev_cognito_port: int = 9229
-    demo_password: str = "Cruddur-demo-1!"
     user_cache_ttl: float = 30.0       # seconds a sub -> user lookup is cached per process
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Config:
-        """Build the settings from the environment, falling back to bin/dev's state file."""
-        env = dict(local_state())
-        env.update(os.environ if environ is None else environ)
+        """Build the settings from the environment (os.environ unless given), then `overrides`."""
+        env = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
             raw = env.get(f.name.upper())
@@ -103,17 +92,3 @@ class Config:
     def cognito_jwks_url(self) -> str:
         """Where the pool publishes its signing keys."""
         return f"{self.cognito_issuer}/.well-known/jwks.json"
-
-
-def local_state() -> dict[str, str]:
-    """Return the settings bin/dev recorded for the running local stack (empty if none)."""
-    try:
-        return json.loads(LOCAL_STATE_FILE.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def write_local_state(values: Mapping[str, str]) -> None:
-    """Record the running local stack's settings for other bin/ scripts."""
-    LOCAL_DIR.mkdir(exist_ok=True)
-    LOCAL_STATE_FILE.write_text(json.dumps(dict(values), indent=2, sort_keys=True) + "\n")

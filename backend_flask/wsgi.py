@@ -1,5 +1,5 @@
-"""WSGI entry point: gunicorn backend_flask.wsgi:app"""
+"""WSGI entry point: the app the server serves (`backend_flask.wsgi:app`)."""
 
-from backend_flask import create_app
+from backend_flask.app import create_app
 
 app = create_app()

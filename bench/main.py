@@ -28,11 +28,14 @@ import psutil
 import psycopg
 
 from backend_flask.config import ROOT, Config
-from backend_flask.lib import ddb, local_services, users
+from backend_flask.lib import ddb
 from backend_flask.lib.aws import make_client
-from backend_flask.lib.ephemeral import ephemeral_stack
-from bench.capacity import CapacityMeter, item_size, units_to_read
 from bench.loadgen import json_body, percentile, run_load
+from toolbox import local_services
+from toolbox import users as tusers
+from toolbox.capacity import CapacityMeter, consumed_capacity, item_size, units_to_read
+from toolbox.ephemeral import ephemeral_stack
+from toolbox.settings import child_env
 
 log = logging.getLogger("bench")
 PASSWORD = "Bench-passw0rd!"
@@ -47,7 +50,7 @@ def make_users(config: Config, count: int) -> list[dict]:
     made = []
     for i in range(count):
         handle = f"bench{i}_{uuid.uuid4().hex[:6]}"
-        made.append(users.create_signed_up_user(
+        made.append(tusers.create_signed_up_user(
             config.connection_url, idp, config.cognito_user_pool_id, config.cognito_client_id, handle=handle,
             display_name=f"Bench {i}", email=f"{handle}@example.test", password=PASSWORD))
     return made
@@ -60,13 +63,14 @@ def person(user: dict) -> dict:
 def seed_conversations(client, table: str, users: list[dict], messages_per_group: int) -> list[str]:
     """users[0] talks with every other user; return the group ids."""
     groups = []
+    messages = ddb.MessagesTable(client, table)
     for other in users[1:]:
-        first = ddb.create_message_group(client, table, sender=person(users[0]), receiver=person(other),
-                                         message="hello from the bench")
+        first = messages.create_message_group(sender=person(users[0]), receiver=person(other),
+                                              message="hello from the bench")
         group = first["message_group_uuid"]
         for i in range(messages_per_group - 1):
-            ddb.create_message(client, table, message_group_uuid=group,
-                               sender=person(users[0] if i % 2 else other), message=f"message {i}")
+            messages.create_message(message_group_uuid=group, sender=person(users[0] if i % 2 else other),
+                                    message=f"message {i}")
         groups.append(group)
     return groups
 
@@ -78,7 +82,7 @@ class Gunicorn:
 
     def __init__(self, app: str, config: Config, workdir: Path, workers: int = 2, threads: int = 8):
         self.port = local_services.free_port()
-        env = {**config.as_env(), "LOG_LEVEL": "WARNING"}
+        env = child_env(config, LOG_LEVEL="WARNING")
         self.service = local_services.start_api(env, self.port, log_path=workdir / f"{app.split(':')[0]}.log",
                                                 workers=workers, threads=threads, app=app)
 
@@ -166,17 +170,18 @@ def measure_patterns(config: Config, users: list[dict], groups: list[str], repea
     """Capacity per call and latency of patterns A–E, with the minimum the design allows."""
     client = make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url)
     table = config.ddb_message_table
+    messages = ddb.MessagesTable(client, table)
     me, group = users[0], groups[0]
     rows = []
 
     meter = CapacityMeter(client)
 
     def pattern(name: str, description: str, call, minimum: float, why: str) -> None:
-        capacity: list[dict] = []
         meter.reset()
-        call(capacity)
+        with consumed_capacity(client) as capacity:
+            call()
         billed = meter.total
-        samples = timed(lambda: call(None), repeat)
+        samples = timed(call, repeat)
         rows.append({"pattern": name, "what": description, "capacity": round(billed, 2),
                      "local_reported": capacity_total(capacity), "minimum": minimum, "why_minimum": why,
                      "p50_ms": round(percentile(samples, 50), 2), "p99_ms": round(percentile(samples, 99), 2)})
@@ -186,36 +191,33 @@ def measure_patterns(config: Config, users: list[dict], groups: list[str], repea
     raw_grps = client.query(TableName=table, KeyConditionExpression="pk = :pk", ScanIndexForward=False,
                             ExpressionAttributeValues={":pk": {"S": f"GRP#{me['uuid']}"}}, Limit=20)["Items"]
     pattern("A", "list 20 messages (+ membership read)",
-            lambda cap: (ddb.is_member(client, table, group, me["uuid"], capacity=cap),
-                         ddb.list_messages(client, table, group, limit=20, capacity=cap)),
+            lambda: (messages.is_member(group, me["uuid"]), messages.list_messages(group, limit=20)),
             1.0 + read_units(raw_msgs, consistent=False),
             "1 strongly consistent GetItem + eventually consistent Query, 0.5 RCU per 4 KB")
     pattern("B", "list 20 conversations",
-            lambda cap: ddb.list_message_groups(client, table, me["uuid"], limit=20, capacity=cap),
+            lambda: messages.list_message_groups(me["uuid"], limit=20),
             read_units(raw_grps, consistent=False), "eventually consistent Query, 0.5 RCU per 4 KB")
     # Every call of C needs a pair of users who have no conversation yet.
     pairs = iter(lambda: tuple({"uuid": str(uuid.uuid4()), "handle": f"p{uuid.uuid4().hex[:8]}",
                                 "display_name": "Pair"} for _ in range(2)), None)
     pattern("C", "new conversation: 2 rows + message + 2 memberships, one transaction",
-            lambda cap: _create_pair(client, table, pairs, cap),
+            lambda: _create_pair(messages, pairs),
             5 * 2 + 2 * 1, "5 transactional writes (2 WCU each) + 2 GSI entries for the conversation rows")
     pattern("D", "append a message (membership read + conditional put)",
-            lambda cap: ddb.create_message(client, table, message_group_uuid=group, sender=person(me),
-                                           message="bench append", capacity=cap),
+            lambda: (messages.is_member(group, me["uuid"]),
+                     messages.create_message(message_group_uuid=group, sender=person(me), message="bench append")),
             1.0 + 1.0, "1 strongly consistent GetItem + 1 conditional PutItem; messages stay out of the GSI")
     counter = iter(range(10**9))
     pattern("E", "move both conversation rows to a new message",
-            lambda cap: ddb.move_message_groups(client, table, group, ddb.now_iso(), f"moved {next(counter)}",
-                                                capacity=cap),
+            lambda: messages.move_message_groups(group, ddb.now_iso(), f"moved {next(counter)}"),
             0.5 + 2 * (2 * 2) + 2 * 2,
             "GSI Query (0.5) + per row Delete+Put in a transaction (4 WCU) and its GSI delete+put (2)")
     return rows
 
 
-def _create_pair(client, table, pairs, capacity):
+def _create_pair(messages: ddb.MessagesTable, pairs):
     sender, receiver = next(pairs)
-    return ddb.create_message_group(client, table, sender=sender, receiver=receiver,
-                                    message="first", capacity=capacity)
+    return messages.create_message_group(sender=sender, receiver=receiver, message="first")
 
 
 def measure_http(api: Gunicorn, users: list[dict], groups: list[str], concurrencies: list[int],
@@ -276,7 +278,7 @@ def _http(port: int, method: str, path: str, user: dict, body: dict | None = Non
 
 def measure_seed(config: Config, users: list[dict], messages: int) -> dict:
     """bin/ddb/seed --messages N against a raw BatchWriteItem loop writing the same number of items."""
-    env = local_services.child_env(config.as_env())
+    env = child_env(config)
     start = time.perf_counter()
     subprocess.run([str(ROOT / "bin" / "ddb" / "seed"), "--messages", str(messages), users[0]["handle"],
                     users[1]["handle"]], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
              {"users": 12, "per_group": 60, "repeat": 300, "rounds": 20, "requests": 3000, "seconds": 20, "lag": 30,
               "seed": 100000, "concurrency": [1, 8, 32]})
     report: dict = {"machine": machine(), "quick": args.quick, "sizes": sizes}
-    from backend_flask import stream_runner
+    from toolbox import stream_runner
 
     with tempfile.TemporaryDirectory() as tmp, ephemeral_stack(Path(tmp)) as stack:
         config = stack.config

@@ -14,11 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backend_flask import create_app
+from backend_flask.app import create_app
 from backend_flask.config import ROOT, Config
-from backend_flask.lib import ddb, local_services, users
+from backend_flask.lib import ddb
 from backend_flask.lib.aws import make_client
-from backend_flask.lib.ephemeral import EphemeralStack, ephemeral_stack
+from toolbox import local_services
+from toolbox import users as tusers
+from toolbox.ephemeral import EphemeralStack, ephemeral_stack
+from toolbox.settings import child_env
 
 TEST_PASSWORD = "Test-passw0rd!"
 
@@ -98,6 +101,12 @@ def script_env(config: Config) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def messages(config: Config, ddb_client) -> ddb.MessagesTable:
+    """The session's messages table."""
+    return ddb.MessagesTable(ddb_client, config.ddb_message_table)
+
+
 @pytest.fixture
 def make_user(config: Config, idp, pg_url: str):
     """Create a user in cognito-local and Postgres; return {uuid, handle, display_name, email, sub, token, headers}."""
@@ -105,7 +114,7 @@ def make_user(config: Config, idp, pg_url: str):
     def _make(handle: str | None = None, display_name: str | None = None) -> dict:
         handle = handle or f"user{uuid.uuid4().hex[:10]}"
         display_name = display_name or f"User {handle}"
-        user = users.create_signed_up_user(pg_url, idp, config.cognito_user_pool_id, config.cognito_client_id,
+        user = tusers.create_signed_up_user(pg_url, idp, config.cognito_user_pool_id, config.cognito_client_id,
                                            handle=handle, display_name=display_name,
                                            email=f"{handle.lower()}@example.test", password=TEST_PASSWORD)
         return {**user, "headers": {"Authorization": f"Bearer {user['token']}"}}
@@ -188,7 +197,7 @@ def sign_in(config: Config, idp):
 @pytest.fixture(scope="session")
 def stream_runner(config: Config):
     """The local stream runner (pattern E) following the session's table in a thread, as bin/dev runs it."""
-    from backend_flask import stream_runner as runner_module
+    from toolbox import stream_runner as runner_module
 
     runner = runner_module.start_thread(config, idle_poll=0.1)
     yield runner
@@ -205,8 +214,8 @@ def conversation(ddb_client, config: Config):
     def _start(table: str | None = None) -> dict:
         a, b = ({"uuid": str(uuid.uuid4()), "handle": f"h{uuid.uuid4().hex[:8]}", "display_name": name}
                 for name in ("Ann", "Bob"))
-        first = ddb.create_message_group(ddb_client, table or config.ddb_message_table, sender=a, receiver=b,
-                                         message=f"hello {uuid.uuid4().hex[:6]}")
+        first = ddb.MessagesTable(ddb_client, table or config.ddb_message_table).create_message_group(
+            sender=a, receiver=b, message=f"hello {uuid.uuid4().hex[:6]}")
         return {"group": first["message_group_uuid"], "a": a, "b": b, "first": first}
 
     return _start
@@ -274,7 +283,7 @@ class LiveAPI:
 
 def serve_api(config: Config, log_path: Path, **options) -> LiveAPI:
     """Start gunicorn serving the app with these settings."""
-    env = {**config.as_env(), "LOG_LEVEL": "WARNING"}
+    env = child_env(config, LOG_LEVEL="WARNING")
     return LiveAPI(local_services.start_api(env, local_services.free_port(), log_path=log_path, **options))
 
 

@@ -10,9 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from backend_flask import clients, create_app
-from backend_flask.lib import ddb, local_services
+from backend_flask import clients
+from backend_flask.app import create_app
+from backend_flask.lib import ddb
 from backend_flask.lib.aws import make_client
+from toolbox import local_services
 
 MESSAGE_KEYS = {"uuid", "display_name", "handle", "message", "created_at"}
 
@@ -461,11 +463,12 @@ def test_dynamodb_down_is_503_fast_and_recovers_without_restart(config, alice, b
     port = local_services.free_port()
     own = local_services.start_dynamodb_local(port, None, tmp_path / "ddb1.log")
     admin = make_client("dynamodb", region=config.aws_region, endpoint_url=own.url)
+    messages = ddb.MessagesTable(admin, config.ddb_message_table)
     app = create_app(config.replace(aws_endpoint_url=own.url, ddb_timeout=1.0, ddb_max_attempts=2))
     client = app.test_client()
     replacement = None
     try:
-        ddb.create_table(admin, config.ddb_message_table)
+        messages.create()
         assert post(client, alice, message="before", handle=bob["handle"]).status_code == 200
         # WHEN DynamoDB Local stops
         own.stop()
@@ -482,7 +485,7 @@ def test_dynamodb_down_is_503_fast_and_recovers_without_restart(config, alice, b
         replacement = local_services.start_dynamodb_local(port, None, tmp_path / "ddb2.log")
         missing = client.get("/api/message_groups", headers=alice["headers"])
         assert (missing.status_code, missing.json) == (503, ["dynamodb_unavailable"])
-        ddb.create_table(admin, config.ddb_message_table)
+        messages.create()
         # THEN the same app serves again
         assert post(client, alice, message="after", handle=bob["handle"]).status_code == 200
         groups = client.get("/api/message_groups", headers=alice["headers"])

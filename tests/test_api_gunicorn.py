@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from backend_flask.lib.local_services import free_port, port_open
+from toolbox.local_services import free_port, port_open
 
 
 def test_gunicorn_workers_each_build_their_app_and_serve_without_logging_tokens(script_env, auth, tmp_path):

@@ -13,8 +13,9 @@ import uuid
 import pytest
 from jose import jwk
 
-from backend_flask import clients, create_app
-from backend_flask.lib import cognito, local_services
+from backend_flask import clients
+from backend_flask.app import JSONFormatter, create_app
+from toolbox import cognito, local_services
 
 PROTECTED = [
     ("GET", "/api/message_groups"),
@@ -146,9 +147,10 @@ def test_tokens_never_reach_the_logs_and_each_request_logs_one_line(client, auth
     for token in (auth["token"], bad):
         assert token not in text
         assert token.split(".")[2] not in text
-    # AND each request left one access line with method, path, status, time and user
-    lines = [json.loads(r.getMessage().removeprefix("request ")) for r in caplog.records
-             if r.name == "backend_flask.access"]
+    # AND every record is one JSON object on one line; each request left one access line
+    formatted = [JSONFormatter().format(r) for r in caplog.records]
+    assert all("\n" not in line for line in formatted)
+    lines = [json.loads(line) for line in formatted if json.loads(line)["logger"] == "backend_flask.access"]
     assert [(line["method"], line["path"], line["status"]) for line in lines] == [
         ("GET", "/api/message_groups", 200), ("GET", "/api/message_groups", 401),
         ("GET", "/api/message_groups", 401)]

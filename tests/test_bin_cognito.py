@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from backend_flask.config import ROOT
-from backend_flask.lib import local_services
+from toolbox import local_services
 
 
 def run_bin(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

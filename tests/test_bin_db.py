@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from backend_flask.config import ROOT
-from backend_flask.lib import cognito, db, local_services, users
+from toolbox import cognito, local_services, pg
+from toolbox import users as tusers
 
 PASSWORD = "Test-passw0rd!"
 
@@ -36,9 +37,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
 @pytest.fixture
 def own_url(pg_url: str) -> Iterator[str]:
     """A URL naming a database that does not exist yet on the session server; dropped afterwards."""
-    url = db.with_database(pg_url, f"cruddur_bin_{uuid.uuid4().hex[:12]}")
+    url = pg.with_database(pg_url, f"cruddur_bin_{uuid.uuid4().hex[:12]}")
     yield url
-    db.drop_database(url, force=True)
+    pg.drop_database(url, force=True)
 
 
 @pytest.fixture
@@ -50,8 +51,8 @@ def env(script_env: dict[str, str], own_url: str) -> dict[str, str]:
 @pytest.fixture
 def loaded_url(own_url: str) -> str:
     """This test's own database, created with the schema loaded."""
-    db.create_database(own_url)
-    db.load_schema(own_url)
+    pg.create_database(own_url)
+    pg.load_schema(own_url)
     return own_url
 
 
@@ -61,28 +62,28 @@ def handles(url: str) -> dict[str, str | None]:
 
 
 def test_create_and_drop_make_and_remove_the_database_once(env, own_url):
-    name = db.database_name(own_url)
+    name = pg.database_name(own_url)
     created = run_bin("db/create", env=env)
     assert created.returncode == 0 and created.stdout == f"created database {name}\n", created
-    assert db.database_exists(own_url)
+    assert pg.database_exists(own_url)
     again = run_bin("db/create", env=env)
     assert again.returncode == 0 and "already exists" in again.stdout
     dropped = run_bin("db/drop", env=env)
     assert dropped.returncode == 0 and dropped.stdout == f"dropped database {name}\n", dropped
-    assert not db.database_exists(own_url)
+    assert not pg.database_exists(own_url)
     assert run_bin("db/drop", env=env).stdout == f"database {name} does not exist\n"
 
 
 def test_drop_of_a_database_in_use_fails_in_one_line_unless_forced(env, loaded_url):
     with psycopg.connect(loaded_url):
         assert_one_line_error(run_bin("db/drop", env=env), "in use", "--force")
-        assert db.database_exists(loaded_url)
+        assert pg.database_exists(loaded_url)
         assert run_bin("db/drop", "--force", env=env).returncode == 0
-    assert not db.database_exists(loaded_url)
+    assert not pg.database_exists(loaded_url)
 
 
 def test_schema_load_twice_then_seed_creates_the_demo_users(env, own_url):
-    db.create_database(own_url)
+    pg.create_database(own_url)
     for _ in range(2):
         result = run_bin("db/schema-load", env=env)
         assert result.returncode == 0 and "db/schema.sql" in result.stdout, result
@@ -120,8 +121,8 @@ def test_setup_recreates_seeds_and_links_cognito_users(env, own_url, idp, config
     sub = cognito.sign_up(idp, config.cognito_user_pool_id, config.cognito_client_id,
                           email="andrew@exampro.co", password=PASSWORD, handle="andrewbrown",
                           display_name="Andrew Brown")
-    db.create_database(own_url)
-    db.load_schema(own_url)
+    pg.create_database(own_url)
+    pg.load_schema(own_url)
     with psycopg.connect(own_url, autocommit=True) as conn:
         conn.execute("INSERT INTO users (display_name, handle, email) VALUES ('Old', 'leftover', 'old@x.test')")
     # WHEN setup runs
@@ -129,7 +130,7 @@ def test_setup_recreates_seeds_and_links_cognito_users(env, own_url, idp, config
     # THEN the database holds exactly the demo users, andrewbrown linked to his sub
     assert result.returncode == 0, result
     # (other tests may have signed up bayko or londo in the shared pool too)
-    in_pool = users.pool_users_by_handle(idp, config.cognito_user_pool_id)
+    in_pool = tusers.pool_users_by_handle(idp, config.cognito_user_pool_id)
     assert handles(own_url) == {"andrewbrown": sub, "bayko": in_pool.get("bayko"), "londo": in_pool.get("londo")}
     assert f"andrewbrown: (none) -> {sub}" in result.stdout
     assert "leftover" not in result.stdout
@@ -168,7 +169,7 @@ def test_update_cognito_user_ids_without_a_pool_id_is_a_one_line_error(env, load
 def test_connect_opens_psql_on_the_database(env, loaded_url):
     result = run_bin("db/connect", "--", "-tA", "-c", "SELECT current_database()", env=env)
     assert result.returncode == 0, result
-    assert result.stdout.strip() == db.database_name(loaded_url)
+    assert result.stdout.strip() == pg.database_name(loaded_url)
 
 
 def test_connect_uses_the_embedded_psql_when_the_system_has_none(env, loaded_url, tmp_path):
@@ -191,4 +192,4 @@ def test_sessions_lists_who_is_connected(env, loaded_url):
     assert [c.strip() for c in header.split("|")] == ["process_id", "user", "db", "client_addr", "app", "state",
                                                       "connected_for"]
     line = next(ln for ln in result.stdout.splitlines() if app_name in ln)
-    assert db.database_name(loaded_url) in line
+    assert pg.database_name(loaded_url) in line

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from backend_flask.config import ROOT
-from backend_flask.lib import ddb, local_services
+from backend_flask.lib import ddb
+from toolbox import local_services
 
 BIN = ROOT / "bin" / "ddb"
 
@@ -33,8 +34,9 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 def own_table(script_env, ddb_client):
     """An environment whose DDB_MESSAGE_TABLE names a table of this test only (not created)."""
     name = f"test-{uuid.uuid4().hex[:10]}"
+    messages = ddb.MessagesTable(ddb_client, name)
     yield {**script_env, "DDB_MESSAGE_TABLE": name}
-    ddb.delete_table(ddb_client, name)
+    messages.delete()
 
 
 def test_schema_load_list_scan_and_drop_manage_a_table(own_table, ddb_client):
@@ -65,6 +67,7 @@ def test_schema_load_list_scan_and_drop_manage_a_table(own_table, ddb_client):
 
 def test_seed_writes_the_demo_conversation_once_and_the_patterns_show_it(script_env, make_user, ddb_client,
                                                                           config):
+    messages = ddb.MessagesTable(ddb_client, config.ddb_message_table)
     ann, bob = make_user(), make_user()
     handles = [ann["handle"], bob["handle"]]
     # WHEN seed runs twice for the pair
@@ -94,7 +97,7 @@ def test_seed_writes_the_demo_conversation_once_and_the_patterns_show_it(script_
     items = ddb_client.query(TableName=config.ddb_message_table, KeyConditionExpression="pk = :pk",
                              ExpressionAttributeValues={":pk": {"S": f"MSG#{group}"}}, Select="COUNT")
     assert items["Count"] == 136
-    latest = ddb.list_messages(ddb_client, config.ddb_message_table, group, limit=6)["items"]
+    latest = messages.list_messages(group, limit=6)["items"]
     assert [m["message"] for m in latest] == [m["message"] for m in page["items"]]
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import decode
 
-from backend_flask import stream_runner
 from backend_flask.config import ROOT
 from backend_flask.lib import ddb
 from backend_flask.lib.aws import make_client
+from toolbox import stream_runner
 
 CFN_DIR = ROOT / "aws" / "cfn"
 POLICY_DIR = ROOT / "aws" / "policies"
@@ -259,8 +259,8 @@ def test_role_policy_allows_every_call_the_handler_makes(template, config, conve
     # WHEN the handler processes them through that client
     handler = stream_runner.load_handler_module()
     result = handler.process_batch({"Records": [stream_record("INSERT", item, str(n))
-                                                for n, item in enumerate(items, 1)]}, client,
-                                   config.ddb_message_table)
+                                                for n, item in enumerate(items, 1)]},
+                                   ddb.MessagesTable(client, config.ddb_message_table))
     assert result == {"batchItemFailures": []}
     # THEN the deployed role would allow each of those calls on the deployed table
     table_arn = Resolver(template).get_att("MessagesTable", "Arn")
@@ -286,18 +286,19 @@ def test_api_policy_allows_every_call_of_patterns_a_to_d(template, config):
     # GIVEN a recording client and two people
     client, calls = recording_client(config)
     table = config.ddb_message_table
+    messages = ddb.MessagesTable(client, table)
     a, b = ({"uuid": str(uuid.uuid4()), "handle": f"h{n}", "display_name": f"P{n}"} for n in (1, 2))
     # WHEN the API's access patterns run through it, repeats and the health check included
-    ddb.ping(client, table)
-    first = ddb.create_message_group(client, table, sender=a, receiver=b, message="hi", idempotency_key="k1")
-    ddb.create_message_group(client, table, sender=a, receiver=b, message="hi", idempotency_key="k1")
-    ddb.create_message_group(client, table, sender=b, receiver=a, message="hi back")
+    messages.ping()
+    first = messages.create_message_group(sender=a, receiver=b, message="hi", idempotency_key="k1")
+    messages.create_message_group(sender=a, receiver=b, message="hi", idempotency_key="k1")
+    messages.create_message_group(sender=b, receiver=a, message="hi back")
     group = first["message_group_uuid"]
-    ddb.create_message(client, table, message_group_uuid=group, sender=a, message="d", idempotency_key="k2")
-    ddb.create_message(client, table, message_group_uuid=group, sender=a, message="d", idempotency_key="k2")
-    assert ddb.is_member(client, table, group, b["uuid"])
-    ddb.list_messages(client, table, group, limit=1)
-    ddb.list_message_groups(client, table, a["uuid"], limit=1)
+    messages.create_message(message_group_uuid=group, sender=a, message="d", idempotency_key="k2")
+    messages.create_message(message_group_uuid=group, sender=a, message="d", idempotency_key="k2")
+    assert messages.is_member(group, b["uuid"])
+    messages.list_messages(group, limit=1)
+    messages.list_message_groups(a["uuid"], limit=1)
     # THEN the managed policy for the API's role allows each call
     needed = permissions_needed(calls, Resolver(template).get_att("MessagesTable", "Arn"))
     policy = api_policy(template)

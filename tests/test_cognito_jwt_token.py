@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
 from backend_flask.lib.cognito_jwt_token import InvalidToken, JWKSUnavailable, TokenVerifier
-from backend_flask.lib.local_services import free_port
+from toolbox.local_services import free_port
 
 
 def b64(data: bytes) -> str:

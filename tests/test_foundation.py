@@ -10,10 +10,11 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from backend_flask import clients, create_app
+from backend_flask import clients
+from backend_flask.app import create_app
 from backend_flask.config import ROOT, Config
-from backend_flask.lib import local_services
 from backend_flask.lib.aws import make_client
+from toolbox import local_services
 
 
 def test_row_written_through_app_pool_reads_back_on_separate_connection(app, pg_url):
@@ -33,7 +34,7 @@ def test_item_written_through_app_client_reads_back_with_separate_client(app, co
     # GIVEN an item written through the app's DynamoDB client
     pk = f"TEST#{uuid.uuid4()}"
     with app.app_context():
-        clients.get().ddb.put_item(TableName=config.ddb_message_table,
+        clients.get().messages.client.put_item(TableName=config.ddb_message_table,
                                    Item={"pk": {"S": pk}, "sk": {"S": "x"}, "v": {"S": "hello"}})
     # WHEN a separately built boto3 client reads it
     other = make_client("dynamodb", region="us-east-1", endpoint_url=config.aws_endpoint_url)

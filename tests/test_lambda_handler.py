@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from backend_flask import stream_runner
 from backend_flask.lib import ddb
+from toolbox import stream_runner
 
 handler = stream_runner.load_handler_module()
 
@@ -25,7 +25,8 @@ def message_item(group: str, sk: str, text: str, sender: dict) -> dict:
 
 def rows(client, table: str, person: dict, group: str) -> list[dict]:
     """The person's conversation rows of that group, as pattern B lists them."""
-    page = ddb.list_message_groups(client, table, person["uuid"], limit=100)
+    messages = ddb.MessagesTable(client, table)
+    page = messages.list_message_groups(person["uuid"], limit=100)
     return [row for row in page["items"] if row["uuid"] == group]
 
 
@@ -53,7 +54,7 @@ def test_mixed_batch_acts_only_on_inserted_messages(ddb_client, config, conversa
                                  "message": "idem"}, "106"),
     ]}
     # WHEN the handler processes it
-    result = handler.process_batch(batch, ddb_client, table)
+    result = handler.process_batch(batch, ddb.MessagesTable(ddb_client, table))
     # THEN nothing failed, the new message moved its conversation, the rest changed nothing
     assert result == {"batchItemFailures": []}
     assert_at(ddb_client, table, moved, sk, "the new one")
@@ -76,7 +77,7 @@ def test_only_the_failing_records_are_reported(ddb_client, config, conversation,
         stream_record("INSERT", broken, "204"),
     ]}
     # WHEN the handler processes it
-    result = handler.process_batch(batch, ddb_client, table)
+    result = handler.process_batch(batch, ddb.MessagesTable(ddb_client, table))
     # THEN exactly those two are reported, and the good ones moved anyway
     assert result == {"batchItemFailures": [{"itemIdentifier": "202"}, {"itemIdentifier": "204"}]}
     assert_at(ddb_client, table, good1, sk, "good one")
@@ -88,18 +89,19 @@ def test_only_the_failing_records_are_reported(ddb_client, config, conversation,
 def test_batch_delivered_twice_changes_nothing_the_second_time(ddb_client, config, conversation, stream_record):
     # GIVEN a batch with new messages of two conversations, already processed once
     table = config.ddb_message_table
+    messages = ddb.MessagesTable(ddb_client, table)
     one, two = conversation(), conversation()
     sk = ddb.now_iso()
     batch = {"Records": [stream_record("INSERT", message_item(one["group"], sk, "again 1", one["a"]), "301"),
                          stream_record("INSERT", message_item(two["group"], sk, "again 2", two["b"]), "302")]}
-    assert handler.process_batch(batch, ddb_client, table) == {"batchItemFailures": []}
-    before = {p["uuid"]: ddb.list_message_groups(ddb_client, table, p["uuid"])["items"]
+    assert handler.process_batch(batch, ddb.MessagesTable(ddb_client, table)) == {"batchItemFailures": []}
+    before = {p["uuid"]: messages.list_message_groups(p["uuid"])["items"]
               for c in (one, two) for p in (c["a"], c["b"])}
     # WHEN Lambda delivers the same batch again
-    result = handler.process_batch(batch, ddb_client, table)
+    result = handler.process_batch(batch, ddb.MessagesTable(ddb_client, table))
     # THEN it succeeds and every list is unchanged: one row per conversation, nothing duplicated
     assert result == {"batchItemFailures": []}
-    after = {uid: ddb.list_message_groups(ddb_client, table, uid)["items"] for uid in before}
+    after = {uid: messages.list_message_groups(uid)["items"] for uid in before}
     assert after == before
     assert_at(ddb_client, table, one, sk, "again 1")
     assert_at(ddb_client, table, two, sk, "again 2")
@@ -115,9 +117,9 @@ def test_newest_of_two_messages_in_one_batch_wins(ddb_client, config, conversati
     batch = {"Records": [stream_record("INSERT", message_item(convo["group"], newer, "newer", convo["b"]), "401"),
                          stream_record("INSERT", message_item(convo["group"], older, "older", convo["a"]), "402")]}
     # WHEN the handler processes it, and later a batch with only the older one arrives
-    assert handler.process_batch(batch, ddb_client, table) == {"batchItemFailures": []}
+    assert handler.process_batch(batch, ddb.MessagesTable(ddb_client, table)) == {"batchItemFailures": []}
     late = {"Records": [batch["Records"][1]]}
-    assert handler.process_batch(late, ddb_client, table) == {"batchItemFailures": []}
+    assert handler.process_batch(late, ddb.MessagesTable(ddb_client, table)) == {"batchItemFailures": []}
     # THEN both rows show the newer message: rows only ever move forward
     assert_at(ddb_client, table, convo, newer, "newer")
 
@@ -129,9 +131,10 @@ def test_batch_where_every_record_fails_raises(ddb_client, config, conversation,
     del item["message"]
     # WHEN / THEN the handler raises, so Lambda retries and bisects the whole batch (Powertools' contract)
     with pytest.raises(handler.BatchProcessingError):
-        handler.process_batch({"Records": [stream_record("INSERT", item, "501")]}, ddb_client,
-                              config.ddb_message_table)
+        handler.process_batch({"Records": [stream_record("INSERT", item, "501")]},
+                              ddb.MessagesTable(ddb_client, config.ddb_message_table))
 
 
 def test_empty_batch_reports_no_failures(ddb_client, config):
-    assert handler.process_batch({"Records": []}, ddb_client, config.ddb_message_table) == {"batchItemFailures": []}
+    empty = handler.process_batch({"Records": []}, ddb.MessagesTable(ddb_client, config.ddb_message_table))
+    assert empty == {"batchItemFailures": []}

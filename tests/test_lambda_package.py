@@ -27,10 +27,13 @@ def test_zip_holds_only_the_handler_and_the_access_layer_it_imports(tmp_path):
     # WHEN the package is built
     subprocess.run([str(ROOT / "bin" / "lambda" / "package"), "--out", str(tmp_path)], check=True,
                    capture_output=True, text=True, timeout=60)
-    # THEN it holds the handler, backend_flask/lib/ddb.py and what ddb imports from backend_flask/lib
+    # THEN it holds the handler, the real package files (no stub) of backend_flask/lib/ddb/ and what it imports
     names = set(zipfile.ZipFile(tmp_path / "messaging-stream.zip").namelist())
     assert {"handler.py", "backend_flask/__init__.py", "backend_flask/lib/__init__.py",
-            "backend_flask/lib/ddb.py", "backend_flask/lib/errors.py"} <= names
+            "backend_flask/lib/ddb/__init__.py", "backend_flask/lib/ddb/stream.py",
+            "backend_flask/lib/errors.py"} <= names
+    archive = zipfile.ZipFile(tmp_path / "messaging-stream.zip")
+    assert archive.read("backend_flask/__init__.py") == (ROOT / "backend_flask" / "__init__.py").read_bytes()
     assert all(n in {"handler.py", "backend_flask/__init__.py"} or n.startswith("backend_flask/lib/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "backend_flask/lib/db.py" not in names  # Postgres is not the Lambda's business
@@ -46,6 +49,7 @@ def test_zip_is_reproducible(tmp_path):
 
 def test_unzipped_handler_imports_without_the_project_and_moves_rows(tmp_path, config, ddb_client, conversation,
                                                                      stream_record):
+    messages = ddb.MessagesTable(ddb_client, config.ddb_message_table)
     # GIVEN the zip unpacked into an empty folder, and a conversation in the session's table
     subprocess.run([str(ROOT / "bin" / "lambda" / "package"), "--out", str(tmp_path)], check=True,
                    capture_output=True, timeout=60)
@@ -71,6 +75,6 @@ def test_unzipped_handler_imports_without_the_project_and_moves_rows(tmp_path, c
     assert out["backend_flask"].startswith(str(function_dir))
     assert not out["flask_loaded"] and not out["psycopg_loaded"]
     for person in (convo["a"], convo["b"]):
-        rows = [r for r in ddb.list_message_groups(ddb_client, config.ddb_message_table, person["uuid"])["items"]
+        rows = [r for r in messages.list_message_groups(person["uuid"])["items"]
                 if r["uuid"] == convo["group"]]
         assert [(r["created_at"], r["message"]) for r in rows] == [(sk, "from the zip")]

@@ -10,10 +10,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from backend_flask import stream_runner
 from backend_flask.config import ROOT
-from backend_flask.lib import ddb, local_services
+from backend_flask.lib import ddb
 from backend_flask.lib.aws import make_client
+from toolbox import local_services, stream_runner
 
 FAST = {"idle_poll": 0.05, "retry_delay": 0.05, "reconnect_delay": 0.2, "refresh_interval": 0.5}
 
@@ -30,7 +30,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
 
 def shows(client, table: str, person: dict, group: str, message: dict) -> bool:
     """Whether the person's conversation list shows this message as the group's last one."""
-    items = ddb.list_message_groups(client, table, person["uuid"], limit=100)["items"]
+    items = ddb.MessagesTable(client, table).list_message_groups(person["uuid"], limit=100)["items"]
     return [(r["message"], r["created_at"]) for r in items if r["uuid"] == group] == [
         (message["message"], message["created_at"])]
 
@@ -41,7 +41,8 @@ def both_show(client, table: str, convo: dict, message: dict) -> bool:
 
 def reply(client, table: str, convo: dict, text: str) -> dict:
     """b answers a (pattern D)."""
-    return ddb.create_message(client, table, message_group_uuid=convo["group"], sender=convo["b"], message=text)
+    messages = ddb.MessagesTable(client, table)
+    return messages.create_message(message_group_uuid=convo["group"], sender=convo["b"], message=text)
 
 
 class Recorder:
@@ -68,7 +69,8 @@ class Recorder:
 
 def fresh_table(client) -> str:
     name = f"stream-test-{uuid.uuid4().hex[:10]}"
-    ddb.create_table(client, name)
+    messages = ddb.MessagesTable(client, name)
+    messages.create()
     return name
 
 
@@ -151,15 +153,16 @@ def test_only_reported_records_are_retried_in_lambdas_event_shape(ddb_client, co
 
 
 def test_runner_follows_a_table_that_was_deleted_and_created_again(ddb_client, config, conversation):
-    # GIVEN a runner following a table
     table = fresh_table(ddb_client)
     runner = own_runner(config, table, Recorder(stream_runner.lambda_handler(ddb_client, table)))
+    messages = ddb.MessagesTable(ddb_client, table)
+    # GIVEN a runner following a table
     try:
         wait_for(lambda: runner.stream_arn is not None, 3.0, "runner attached")
         first_arn = runner.stream_arn
         # WHEN the table is replaced (a new stream) and a conversation continues there
-        ddb.delete_table(ddb_client, table)
-        ddb.create_table(ddb_client, table)
+        messages.delete()
+        messages.create()
         convo = conversation(table)
         answer = reply(ddb_client, table, convo, "on the new stream")
         # THEN the runner finds the new stream and moves the rows
@@ -167,7 +170,7 @@ def test_runner_follows_a_table_that_was_deleted_and_created_again(ddb_client, c
         assert runner.stream_arn != first_arn
     finally:
         runner.stop()
-        ddb.delete_table(ddb_client, table)
+        messages.delete()
 
 
 def test_runner_survives_a_dynamodb_local_restart(tmp_path, config):
@@ -180,9 +183,10 @@ def test_runner_survives_a_dynamodb_local_restart(tmp_path, config):
         local = config.replace(aws_endpoint_url=service.url)
         client = make_client("dynamodb", region=local.aws_region, endpoint_url=service.url)
         table = local.ddb_message_table
-        ddb.create_table(client, table)
+        messages = ddb.MessagesTable(client, table)
+        messages.create()
         a, b = ({"uuid": str(uuid.uuid4()), "handle": f"h{n}", "display_name": f"P{n}"} for n in (1, 2))
-        first = ddb.create_message_group(client, table, sender=a, receiver=b, message="before the restart")
+        first = messages.create_message_group(sender=a, receiver=b, message="before the restart")
         convo = {"group": first["message_group_uuid"], "a": a, "b": b}
         runner = stream_runner.start_thread(local, **FAST)
         answer = reply(client, table, convo, "answer 1")
@@ -204,6 +208,7 @@ def test_runner_survives_a_dynamodb_local_restart(tmp_path, config):
 def test_bin_script_processes_messages_and_stops_cleanly_on_sigterm(script_env, ddb_client, config, conversation):
     # GIVEN bin/ddb/stream-runner running against a fresh table of the session's DynamoDB Local
     table = fresh_table(ddb_client)
+    messages = ddb.MessagesTable(ddb_client, table)
     env = {**script_env, "DDB_MESSAGE_TABLE": table}
     process = subprocess.Popen([str(ROOT / "bin" / "ddb" / "stream-runner"), "--idle-poll", "0.1"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -219,7 +224,7 @@ def test_bin_script_processes_messages_and_stops_cleanly_on_sigterm(script_env, 
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        ddb.delete_table(ddb_client, table)
+        messages.delete()
     # THEN it exits 0, having logged its batches and its stop
     assert process.returncode == 0, output
     assert "stream batch:" in output

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from backend_flask.lib import cognito, db, local_services, users
+from backend_flask.lib import db, users
 from backend_flask.lib.errors import DatabaseUnavailable
+from toolbox import cognito, local_services, pg
+from toolbox import users as tusers
 
 PASSWORD = "Test-passw0rd!"
 
@@ -27,11 +29,11 @@ def users_db(pg_url: str) -> Iterator[db.Db]:
 @pytest.fixture
 def scratch_url(pg_url: str) -> Iterator[str]:
     """A database of this test's own on the session server, schema loaded."""
-    url = db.with_database(pg_url, f"cruddur_scratch_{uuid.uuid4().hex[:12]}")
-    db.create_database(url)
-    db.load_schema(url)
+    url = pg.with_database(pg_url, f"cruddur_scratch_{uuid.uuid4().hex[:12]}")
+    pg.create_database(url)
+    pg.load_schema(url)
     yield url
-    db.drop_database(url, force=True)
+    pg.drop_database(url, force=True)
 
 
 def add_user(url: str, handle: str | None = None, sub: str | None = None) -> dict:
@@ -89,7 +91,6 @@ def test_sql_looking_handles_are_only_data(users_db, pg_url, evil):
     odd = add_user(pg_url, handle=f"{evil}{uuid.uuid4().hex[:6]}")
     # WHEN the string (without the suffix) is looked up, it matches nothing
     assert users.user_short(users_db, evil) is None
-    assert users.create_message_users(users_db, "no-such-sub", evil)["receiver"] is None
     # AND the odd handle itself is found exactly, in any case
     assert users.user_short(users_db, odd["handle"].upper()) == short(odd)
     # AND the table is still there
@@ -100,32 +101,6 @@ def test_sql_looking_handles_are_only_data(users_db, pg_url, evil):
 def test_strings_postgres_cannot_hold_are_not_found_rather_than_errors(users_db, bad):
     assert users.user_short(users_db, bad) is None
     assert users.user_by_cognito_sub(users_db, bad) is None
-    assert users.create_message_users(users_db, bad, bad) == {"sender": None, "receiver": None}
-
-
-def test_create_message_users_returns_sender_and_receiver_in_one_query(users_db, pg_url):
-    sender = add_user(pg_url, sub=str(uuid.uuid4()))
-    receiver = add_user(pg_url, handle=f"Recv{uuid.uuid4().hex[:8]}")
-    result = users.create_message_users(users_db, sender["sub"], receiver["handle"].lower())
-    assert result == {"sender": short(sender), "receiver": short(receiver)}
-
-
-def test_create_message_users_with_an_unknown_receiver_handle_still_returns_the_sender(users_db, pg_url):
-    sender = add_user(pg_url, sub=str(uuid.uuid4()))
-    result = users.create_message_users(users_db, sender["sub"], "nobody" + uuid.uuid4().hex)
-    assert result == {"sender": short(sender), "receiver": None}
-
-
-def test_create_message_users_with_an_unknown_sender_returns_no_sender(users_db, pg_url):
-    receiver = add_user(pg_url)
-    result = users.create_message_users(users_db, str(uuid.uuid4()), receiver["handle"])
-    assert result == {"sender": None, "receiver": short(receiver)}
-
-
-def test_create_message_users_to_oneself_returns_the_same_user_twice(users_db, pg_url):
-    me = add_user(pg_url, sub=str(uuid.uuid4()))
-    result = users.create_message_users(users_db, me["sub"], me["handle"])
-    assert result == {"sender": short(me), "receiver": short(me)}
 
 
 def test_lookups_raise_database_unavailable_when_postgres_is_unreachable():
@@ -242,7 +217,7 @@ def test_plan_matches_by_handle_in_any_case_and_reports_the_rest():
     pool = [{"handle": "alice", "sub": "a-1"}, {"handle": "bob", "sub": "b-1"}, {"handle": "carol", "sub": "c-2"},
             {"handle": "erin", "sub": "e-1"}, {"handle": "dave", "sub": "d-1"}, {"handle": "DAVE", "sub": "d-2"},
             {"handle": None, "sub": "x"}]
-    plan = users.plan_cognito_user_ids(rows, pool)
+    plan = tusers.plan_cognito_user_ids(rows, pool)
     assert plan["changed"] == [("Alice", None, "a-1"), ("carol", "c-old", "c-2")]
     assert plan["unmatched_db"] == ["dave"]
     assert plan["unmatched_pool"] == ["erin"]
@@ -251,7 +226,7 @@ def test_plan_matches_by_handle_in_any_case_and_reports_the_rest():
 
 def test_plan_unlinks_a_row_whose_sub_now_belongs_to_another_handle():
     rows = [{"handle": "old_name", "cognito_user_id": "s-1"}, {"handle": "new_name", "cognito_user_id": None}]
-    plan = users.plan_cognito_user_ids(rows, [{"handle": "new_name", "sub": "s-1"}])
+    plan = tusers.plan_cognito_user_ids(rows, [{"handle": "new_name", "sub": "s-1"}])
     assert plan["changed"] == [("old_name", "s-1", None), ("new_name", None, "s-1")]
     assert plan["unmatched_db"] == ["old_name"]
 
@@ -266,7 +241,7 @@ def test_update_cognito_user_ids_maps_cognito_local_subs_onto_the_right_rows(scr
     add_user(scratch_url, f"ben{tag}")
     add_user(scratch_url, f"orphan{tag}")
     # WHEN the ids are updated from the pool
-    report = users.update_cognito_user_ids(scratch_url, idp, config.cognito_user_pool_id)
+    report = tusers.update_cognito_user_ids(scratch_url, idp, config.cognito_user_pool_id)
     # THEN each row has its own user's sub, and the orphan is listed, untouched
     assert subs_by_handle(scratch_url) == {f"ann{tag}": subs[f"ann{tag}"], f"ben{tag}": subs[f"Ben{tag}"],
                                            f"orphan{tag}": None}
@@ -274,7 +249,7 @@ def test_update_cognito_user_ids_maps_cognito_local_subs_onto_the_right_rows(scr
                                                 (f"ben{tag}", None, subs[f"Ben{tag}"])])
     assert report["unmatched_db"] == [f"orphan{tag}"]
     # AND a second run changes nothing
-    assert users.update_cognito_user_ids(scratch_url, idp, config.cognito_user_pool_id)["changed"] == []
+    assert tusers.update_cognito_user_ids(scratch_url, idp, config.cognito_user_pool_id)["changed"] == []
 
 
 def test_update_cognito_user_ids_fixes_swapped_subs_despite_the_unique_index(scratch_url, idp, config):
@@ -287,31 +262,31 @@ def test_update_cognito_user_ids_fixes_swapped_subs_despite_the_unique_index(scr
     add_user(scratch_url, one, subs[two])
     add_user(scratch_url, two, subs[one])
     # WHEN updated
-    users.update_cognito_user_ids(scratch_url, idp, config.cognito_user_pool_id)
+    tusers.update_cognito_user_ids(scratch_url, idp, config.cognito_user_pool_id)
     # THEN both are right
     assert subs_by_handle(scratch_url) == subs
 
 
 def test_token_for_handle_signs_in_as_that_user(pg_url, idp, config, make_user):
     user = make_user()
-    token = users.token_for_handle(pg_url, idp, config.cognito_client_id, user["handle"].upper(), PASSWORD)
+    token = tusers.token_for_handle(pg_url, idp, config.cognito_client_id, user["handle"].upper(), PASSWORD)
     assert token.count(".") == 2
     with pytest.raises(LookupError):
-        users.token_for_handle(pg_url, idp, config.cognito_client_id, "nobody" + uuid.uuid4().hex, PASSWORD)
+        tusers.token_for_handle(pg_url, idp, config.cognito_client_id, "nobody" + uuid.uuid4().hex, PASSWORD)
 
 
 def test_all_users_and_sign_up_all_create_every_row_in_the_pool(scratch_url, idp, config):
     tag = uuid.uuid4().hex[:8]
     add_user(scratch_url, f"signup{tag}")
-    assert [u["handle"] for u in users.all_users(scratch_url)] == [f"signup{tag}"]
-    assert users.sign_up_all(scratch_url, idp, config.cognito_user_pool_id, config.cognito_client_id, PASSWORD) == 1
-    assert f"signup{tag}" in users.pool_users_by_handle(idp, config.cognito_user_pool_id)
+    assert [u["handle"] for u in tusers.all_users(scratch_url)] == [f"signup{tag}"]
+    assert tusers.sign_up_all(scratch_url, idp, config.cognito_user_pool_id, config.cognito_client_id, PASSWORD) == 1
+    assert f"signup{tag}" in tusers.pool_users_by_handle(idp, config.cognito_user_pool_id)
 
 
 def test_create_signed_up_user_links_the_new_row_to_its_cognito_sub(pg_url, idp, config, users_db):
     # GIVEN a user created in the pool and in Postgres at once
     handle = f"Linked{uuid.uuid4().hex[:8]}"
-    made = users.create_signed_up_user(pg_url, idp, config.cognito_user_pool_id, config.cognito_client_id,
+    made = tusers.create_signed_up_user(pg_url, idp, config.cognito_user_pool_id, config.cognito_client_id,
                                        handle=handle, display_name="Linked User",
                                        email=f"{handle.lower()}@example.test", password="Linked-passw0rd!")
     # THEN the row is found by the sub, and the token is that user's access token

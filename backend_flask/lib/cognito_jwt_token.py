@@ -124,7 +124,7 @@ class TokenVerifier:
                 # Rate limit: a stream of made-up kids must not turn into a stream of downloads.
                 raise InvalidToken(reason=f"unknown kid {kid!r}")
             if self._keys is None and now - self._failed_at < FAILED_FETCH_BACKOFF:
-                raise JWKSUnavailable("JWKS download failed a moment ago")
+                raise JWKSUnavailable(detail="JWKS download failed a moment ago")
             self._attempted_at = now
             self.downloads += 1
             self._keys = self._fetch()
@@ -146,7 +146,7 @@ class TokenVerifier:
         except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
             self._failed_at = time.monotonic()
             log.warning("JWKS download from %s failed: %s", self.jwks_url, exc)
-            raise JWKSUnavailable(f"JWKS unavailable: {exc}") from exc
+            raise JWKSUnavailable(detail=f"JWKS unavailable: {exc}") from exc
         keys: dict[str, jwk.Key] = {}
         for entry in entries:
             if not isinstance(entry, dict) or entry.get("kty") != "RSA" or not isinstance(entry.get("kid"), str):

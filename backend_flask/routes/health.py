@@ -5,24 +5,26 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from backend_flask import clients
-from backend_flask.lib import ddb
-from backend_flask.lib.errors import DataError
+from backend_flask.errors import RETRY_AFTER_SECONDS
+from backend_flask.lib.errors import ServiceUnavailable
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/api/health")
 def health():
-    """Report each dependency; 503 if any of them does not answer."""
+    """Report each dependency; 503 (with Retry-After) if any of them does not answer."""
     c = clients.get()
-    checks = {"postgres": c.db.ping, "dynamodb": lambda: ddb.ping(c.ddb, c.table)}
     report = {}
-    for name, check in checks.items():
+    for name, check in (("postgres", c.db.ping), ("dynamodb", c.messages.ping)):
         try:
             check()
             report[name] = "ok"
-        except DataError as exc:
-            report[name] = exc.code
+        except ServiceUnavailable as exc:
+            report[name] = exc.health_code
     healthy = all(v == "ok" for v in report.values())
-    body = {"status": "ok" if healthy else "unavailable", **report}
-    return jsonify(body), 200 if healthy else 503
+    response = jsonify({"status": "ok" if healthy else "unavailable", **report})
+    if not healthy:
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

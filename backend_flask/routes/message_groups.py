@@ -17,6 +17,5 @@ bp = Blueprint("message_groups", __name__)
 def list_message_groups() -> Response:
     """List my conversations, newest activity first; older ones through Link rel="next"."""
     limit, before = page_args()
-    c = clients.get()
-    page = message_groups.list_message_groups(c.ddb, c.table, g.user["uuid"], limit=limit, before=before)
+    page = message_groups.list_message_groups(clients.get().messages, g.user, limit=limit, before=before)
     return paged(page, limit)

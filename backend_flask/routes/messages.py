@@ -18,8 +18,7 @@ def list_messages(message_group_uuid: str) -> Response:
     """List the latest page of a conversation I am in, oldest first; older ones through Link."""
     group = params.message_group_uuid(message_group_uuid)
     limit, before = params.page_args()
-    c = clients.get()
-    page = messages.list_messages(c.ddb, c.table, g.user, group, limit=limit, before=before)
+    page = messages.list_messages(clients.get().messages, g.user, group, limit=limit, before=before)
     return params.paged(page, limit)
 
 
@@ -30,9 +29,9 @@ def create_message() -> Response:
     new = params.new_message(params.json_body())
     c = clients.get()
     if new.message_group_uuid is not None:
-        created = messages.create_message(c.ddb, c.table, sender=g.user, message_group_uuid=new.message_group_uuid,
+        created = messages.append_message(c.messages, sender=g.user, message_group_uuid=new.message_group_uuid,
                                           message=new.message, idempotency_key=new.idempotency_key)
     else:
-        created = messages.create_message_group(c.db, c.ddb, c.table, sub=g.sub, handle=new.handle,
-                                                message=new.message, idempotency_key=new.idempotency_key)
+        created = messages.start_conversation(c.db, c.messages, sender=g.user, handle=new.handle,
+                                              message=new.message, idempotency_key=new.idempotency_key)
     return jsonify(created)

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, jsonify, request
 
-from backend_flask.errors import BadRequest, NotFoundError, Unprocessable
 from backend_flask.lib import ddb
+from backend_flask.lib.errors import BadRequest, Unprocessable
 
 MAX_MESSAGE_CHARS = 1024
-MAX_HANDLE_CHARS = 100
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Kept in messages: the only control characters a person types.
+ALLOWED_CONTROLS = frozenset("\n\t")
+# Bidirectional embeddings, overrides and isolates: they reorder what a reader sees ("Trojan Source").
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Letters that render as nothing; with whitespace and format characters (U+200B...) they make a message blank.
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 
 
 def page_args() -> tuple[int, str | None]:
@@ -36,18 +43,27 @@ def page_args() -> tuple[int, str | None]:
 
 
 def paged(page: dict, limit: int) -> Response:
-    """Return the page's items as a JSON array, with a Link rel="next" header when there is more."""
+    """Return the page's items as a JSON array, with a Link rel="next" header when there is more.
+
+    The link is a relative reference (RFC 8288 resolves it against the request's
+    URL), so it leads back to whichever host and port the client called, never
+    to another one, whatever proxies sit in between.
+    """
     response = jsonify(page["items"])
     if page.get("next"):
-        base = current_app.config["CRUDDUR"].backend_url.rstrip("/")
         query = urlencode({"limit": limit, "before": page["next"]})
-        response.headers["Link"] = f'<{base}{request.path}?{query}>; rel="next"'
+        response.headers["Link"] = f'<{request.path}?{query}>; rel="next"'
     return response
 
 
 def json_body() -> dict[str, Any]:
-    """Return the request's JSON object; 400 invalid_json for anything else."""
-    body = request.get_json(silent=True)
+    """Return the request's JSON object; 400 invalid_json for anything else (nesting too deep included)."""
+    if not request.is_json:
+        raise BadRequest("invalid_json")
+    try:
+        body = json.loads(request.get_data(cache=False))
+    except (ValueError, RecursionError):  # RecursionError: a body nested a thousand levels deep
+        raise BadRequest("invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("invalid_json")
     return body
@@ -75,14 +91,33 @@ def message_group_uuid_errors(value: Any) -> list[str]:
 
 
 def message_errors(value: Any) -> list[str]:
-    """Return the frontend's error codes for a message text (empty when it is fine)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    """Return the frontend's error codes for a message text (empty when it is fine).
+
+    Blank means nothing visible: whitespace, format characters (U+200B and
+    friends) and letters that render as nothing. Invalid means a character
+    no person types or that changes what a reader sees: NUL and other control
+    characters but newline and tab, bidirectional overrides, lone surrogates.
+    The limit counts code points.
+    """
+    if value is None:
         return ["message_blank"]
-    if not isinstance(value, str) or not _encodable(value):
+    if not isinstance(value, str) or not _encodable(value) or any(map(_forbidden, value)):
         return ["message_invalid"]
+    if all(map(_invisible, value)):
+        return ["message_blank"]
     if len(value) > MAX_MESSAGE_CHARS:
         return ["message_exceed_max_chars_1024"]
     return []
+
+
+def _forbidden(char: str) -> bool:
+    if char in BIDI_CONTROLS:
+        return True
+    return unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS
+
+
+def _invisible(char: str) -> bool:
+    return char.isspace() or char in INVISIBLE_LETTERS or unicodedata.category(char) == "Cf"
 
 
 def handle_errors(value: Any) -> list[str]:
@@ -105,7 +140,7 @@ class NewMessage:
 
 
 def new_message(body: dict[str, Any]) -> NewMessage:
-    """Validate a POST /api/messages body; raise 400/422 with every code that applies, or 404 user_not_found."""
+    """Validate a POST /api/messages body; raise 400/422 with every code that applies."""
     key = idempotency_key(body)
     errors = message_errors(body.get("message"))
     if "message_group_uuid" in body:
@@ -118,10 +153,7 @@ def new_message(body: dict[str, Any]) -> NewMessage:
     errors += handle_errors(body.get("handle"))
     if errors:
         raise Unprocessable(*errors)
-    handle = body["handle"].strip()
-    if not handle_ok(handle):
-        raise NotFoundError("user_not_found")
-    return NewMessage(body["message"], None, handle, key)
+    return NewMessage(body["message"], None, body["handle"].strip(), key)
 
 
 def idempotency_key(body: dict[str, Any]) -> str | None:
@@ -134,11 +166,6 @@ def idempotency_key(body: dict[str, Any]) -> str | None:
     if header is not None and field is not None and header != field:
         raise BadRequest("idempotency_key_mismatch")
     return header if header is not None else field
-
-
-def handle_ok(handle: str) -> bool:
-    """Tell whether a handle could name a user at all (short, printable, encodable)."""
-    return 0 < len(handle) <= MAX_HANDLE_CHARS and handle.isprintable() and _encodable(handle)
 
 
 def _encodable(text: str) -> bool:

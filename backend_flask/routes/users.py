@@ -6,8 +6,6 @@ from flask import Blueprint, Response, jsonify
 
 from backend_flask import clients
 from backend_flask.auth import jwt_required
-from backend_flask.errors import NotFoundError
-from backend_flask.routes.params import handle_ok
 from backend_flask.services import users
 
 bp = Blueprint("users", __name__)
@@ -17,6 +15,4 @@ bp = Blueprint("users", __name__)
 @jwt_required
 def user_short(handle: str) -> Response:
     """Return {uuid, handle, display_name} of a user."""
-    if not handle_ok(handle):
-        raise NotFoundError("user_not_found")
-    return jsonify(users.user_short(clients.get().db, handle))
+    return jsonify(users.find_user(clients.get().db, handle))

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from backend_flask.lib import ddb
+from backend_flask.lib.ddb import MessagesTable
 
 
-def list_message_groups(ddb_client: Any, table: str, user_uuid: str, *, limit: int,
-                        before: str | None = None) -> dict:
-    """Return one page of my conversations, newest activity first: {"items", "next"}."""
-    return ddb.list_message_groups(ddb_client, table, user_uuid, limit=limit, before=before)
+def list_message_groups(table: MessagesTable, user: dict, *, limit: int, before: str | None = None) -> dict:
+    """Return one page of the user's conversations, newest activity first: {"items", "next"}."""
+    return table.list_message_groups(user["uuid"], limit=limit, before=before)

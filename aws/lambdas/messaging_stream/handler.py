@@ -4,7 +4,7 @@ Lambda invokes `handler` with a DynamoDB Streams batch of the `cruddur-messages`
 table. Every record is looked at; only INSERTs of message items (`MSG#`) do
 anything. Failures are reported per record (`batchItemFailures`, the
 ReportBatchItemFailures contract), so one bad record never hides the others'
-success. The move itself is `ddb.move_message_groups`: idempotent and only
+success. The move itself is `MessagesTable.move_message_groups`: idempotent and only
 forward in time, so a batch delivered twice, or out of order, is harmless.
 """
 
@@ -21,11 +21,11 @@ from backend_flask.lib.aws import make_client
 log = logging.getLogger(__name__)
 log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
-TABLE = os.environ.get("DDB_MESSAGE_TABLE") or ddb.TABLE_NAME
 # One client per execution environment, reused by every invocation. Lambda sets
 # AWS_REGION; AWS_ENDPOINT_URL is only ever set locally (DynamoDB Local).
-CLIENT = make_client("dynamodb", region=os.environ.get("AWS_REGION") or "us-east-1",
-                     endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+TABLE = ddb.MessagesTable(make_client("dynamodb", region=os.environ.get("AWS_REGION") or "us-east-1",
+                                      endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None),
+                          os.environ.get("DDB_MESSAGE_TABLE") or ddb.TABLE_NAME)
 
 
 class BatchProcessingError(Exception):
@@ -58,7 +58,7 @@ def new_message(record: dict) -> NewMessage | None:
     return NewMessage(found["message_group_uuid"], found["sk"], text, data["SequenceNumber"])
 
 
-def process_batch(event: dict, client, table: str) -> dict:
+def process_batch(event: dict, table: ddb.MessagesTable) -> dict:
     """Move conversation rows for every new message of a batch; return the records that failed."""
     records = event.get("Records") or []
     failed: list[str] = []
@@ -81,7 +81,7 @@ def process_batch(event: dict, client, table: str) -> dict:
     moved = 0
     for group, message in newest.items():
         try:
-            moved += ddb.move_message_groups(client, table, group, message.sk, message.message)
+            moved += table.move_message_groups(group, message.sk, message.message)
         except Exception:  # one group's failure must not hide the others' success
             log.exception("moving the conversation rows of group %s to %s failed", group, message.sk)
             failed.extend(sequences[group])
@@ -102,4 +102,4 @@ def _sequence(record: Any) -> str:
 
 def handler(event: dict, context: Any) -> dict:
     """Lambda entry point: pattern E for one DynamoDB Streams batch."""
-    return process_batch(event, CLIENT, TABLE)
+    return process_batch(event, TABLE)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend_flask.config import Config
-from backend_flask.lib import cognito, db, ddb, local_services
 from backend_flask.lib.aws import make_client
+from backend_flask.lib.ddb import MessagesTable
+from toolbox import cognito, local_services, pg
 
 
 @dataclass
@@ -46,7 +47,7 @@ def ephemeral_stack(workdir: Path, *, connection_url: str | None = None,
         cognito_service = local_services.start_cognito_local(local_services.free_port(), workdir / "cognito",
                                                              workdir / "cognito.log")
         started.append(cognito_service)
-        db.load_schema(connection_url)
+        pg.load_schema(connection_url)
         idp = make_client("cognito-idp", region="us-east-1", endpoint_url=cognito_service.url)
         pool_id, client_id = cognito.ensure_pool(idp)
         config = Config.from_env(
@@ -61,8 +62,8 @@ def ephemeral_stack(workdir: Path, *, connection_url: str | None = None,
                 **config_overrides,
             },
         )
-        ddb.create_table(make_client("dynamodb", region=config.aws_region, endpoint_url=dynamodb.url),
-                         config.ddb_message_table)
+        MessagesTable(make_client("dynamodb", region=config.aws_region, endpoint_url=dynamodb.url),
+                      config.ddb_message_table).create()
         yield EphemeralStack(config, workdir, pg_service, dynamodb, cognito_service, started)
     finally:
         for service in reversed(started):

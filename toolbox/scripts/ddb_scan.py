@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend_flask.lib import ddb
-from backend_flask.scripts.common import ScriptError, add_target, run
-from backend_flask.scripts.ddb_common import capacity_line, dumps, require_table, target
+from toolbox.capacity import consumed_capacity
+from toolbox.scripts.common import ScriptError, add_target, run
+from toolbox.scripts.ddb_common import capacity_line, dumps, require_table, target
 
 
 def main(argv: list[str]) -> int:
@@ -19,11 +19,11 @@ def main(argv: list[str]) -> int:
         raise ScriptError("scan refuses to run against prod: it reads (and pays for) the whole table")
     t = target(args.target)
     require_table(t)
-    capacity: list[dict] = []
     count = 0
-    for item in ddb.scan_items(t.client, t.table, limit=args.limit, capacity=capacity):
-        print(dumps(item))
-        count += 1
+    with consumed_capacity(t.client) as capacity:
+        for item in t.messages.scan(limit=args.limit):
+            print(dumps(item))
+            count += 1
     print(f"items: {count}; {capacity_line(capacity)}", file=sys.stderr)
     return 0
 

@@ -1,6 +1,6 @@
 """bin/db/*: create, drop, load and inspect the Postgres database, as the bootcamp's scripts did.
 
-Each bin/db/<command> runs `bin/_py backend_flask.scripts.db_admin <command>`.
+Each bin/db/<command> runs `bin/_py toolbox.scripts.db_admin <command>`.
 The database is CONNECTION_URL's (bin/dev's local server by default); a
 `prod` argument, where the original script had one, means PROD_CONNECTION_URL.
 """
@@ -15,18 +15,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backend_flask.lib import db, users
-from backend_flask.scripts.common import ScriptError, cognito_client, config_for, run
+from toolbox import pg, users
+from toolbox.scripts.common import ScriptError, cognito_client, config_for, run
 
 
 def database_url(target: str) -> str:
     """Return the connection URL of the target's database."""
-    config = config_for(target)
-    if target == "prod":
-        if not config.prod_connection_url:
-            raise ScriptError("PROD_CONNECTION_URL is not set")
-        return config.prod_connection_url
-    return config.connection_url
+    if target == "prod" and not os.environ.get("PROD_CONNECTION_URL"):
+        raise ScriptError("PROD_CONNECTION_URL is not set")
+    return config_for(target).connection_url
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -45,16 +42,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def create(args: argparse.Namespace) -> int:
     """Create the database (nothing to do if it exists)."""
     url = database_url("local")
-    name = db.database_name(url)
-    print(f"created database {name}" if db.create_database(url) else f"database {name} already exists")
+    name = pg.database_name(url)
+    print(f"created database {name}" if pg.create_database(url) else f"database {name} already exists")
     return 0
 
 
 def drop(args: argparse.Namespace) -> int:
     """Drop the database if it exists."""
     url = database_url("local")
-    name = db.database_name(url)
-    dropped = db.drop_database(url, force=args.force)
+    name = pg.database_name(url)
+    dropped = pg.drop_database(url, force=args.force)
     print(f"dropped database {name}" if dropped else f"database {name} does not exist")
     return 0
 
@@ -62,28 +59,28 @@ def drop(args: argparse.Namespace) -> int:
 def schema_load(args: argparse.Namespace) -> int:
     """Create the tables and indexes that are missing (safe to run again)."""
     url = database_url(args.target)
-    db.load_schema(url)
-    print(f"loaded {db.SCHEMA_FILE.relative_to(db.ROOT)} into {db.redact(url)}")
+    pg.load_schema(url)
+    print(f"loaded {pg.SCHEMA_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}")
     return 0
 
 
 def seed(args: argparse.Namespace) -> int:
     """Insert the demo users that are missing (safe to run again)."""
     url = database_url(args.target)
-    count = db.load_seed(url)
-    print(f"loaded {db.SEED_FILE.relative_to(db.ROOT)} into {db.redact(url)}: {count} users")
+    count = pg.load_seed(url)
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}: {count} users")
     return 0
 
 
 def connect(args: argparse.Namespace) -> int:
     """Open psql on the database; arguments after -- go to psql."""
     url = database_url(args.target)
-    psql = db.psql_path()
+    psql = pg.psql_path()
     if psql is None:
         raise ScriptError("psql not found: install it (Debian/Ubuntu: apt-get install postgresql-client) "
                           "or run bin/dev once to get the embedded one")
     # The password goes in the environment, not argv, where `ps` would show it.
-    conninfo, password = db.split_password(url)
+    conninfo, password = pg.split_password(url)
     env = {**os.environ, "PGPASSWORD": password} if password else dict(os.environ)
     sys.stdout.flush()
     os.execve(psql, [psql, conninfo, *args.psql_args], env)
@@ -92,7 +89,7 @@ def connect(args: argparse.Namespace) -> int:
 
 def sessions(args: argparse.Namespace) -> int:
     """Show who is connected to the server."""
-    print(format_table(db.sessions(database_url(args.target))))
+    print(format_table(pg.sessions(database_url(args.target))))
     return 0
 
 
@@ -124,13 +121,13 @@ def print_cognito_report(report: dict[str, list]) -> None:
 def setup(args: argparse.Namespace) -> int:
     """Drop and re-create the database, load schema and seed, link the Cognito users."""
     url = database_url("local")
-    name = db.database_name(url)
-    db.drop_database(url, force=args.force)
-    db.create_database(url)
+    name = pg.database_name(url)
+    pg.drop_database(url, force=args.force)
+    pg.create_database(url)
     print(f"re-created database {name}")
-    db.load_schema(url)
-    print(f"loaded {db.SCHEMA_FILE.relative_to(db.ROOT)}")
-    print(f"loaded {db.SEED_FILE.relative_to(db.ROOT)}: {db.load_seed(url)} users")
+    pg.load_schema(url)
+    print(f"loaded {pg.SCHEMA_FILE.relative_to(pg.ROOT)}")
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {pg.load_seed(url)} users")
     config = config_for("local")
     if not config.cognito_user_pool_id:
         print("no user pool id (COGNITO_USER_POOL_ID): skipped update_cognito_user_ids")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from backend_flask.lib import ddb, ddb_seed
-from backend_flask.scripts.common import run
-from backend_flask.scripts.ddb_common import add_page_options, print_page, require_table, split_target, target
+from toolbox import seed
+from toolbox.capacity import consumed_capacity
+from toolbox.scripts.common import run
+from toolbox.scripts.ddb_common import add_page_options, print_page, require_table, split_target, target
 
 
 def main(argv: list[str]) -> int:
@@ -27,11 +28,10 @@ def main(argv: list[str]) -> int:
     require_table(t)
     user_uuid = args.user_uuid
     if not user_uuid:
-        [user] = ddb_seed.users_by_handle(t.config.connection_url, handles or ddb_seed.DEMO_HANDLES[:1])
+        [user] = seed.users_by_handle(t.config.connection_url, handles or seed.DEMO_HANDLES[:1])
         user_uuid = user["uuid"]
-    capacity: list[dict] = []
-    page = ddb.list_message_groups(t.client, t.table, user_uuid, limit=args.limit, before=args.before,
-                                   capacity=capacity)
+    with consumed_capacity(t.client) as capacity:
+        page = t.messages.list_message_groups(user_uuid, limit=args.limit, before=args.before)
     print_page(page, capacity, ["created_at", "handle", "uuid", "message"], args.json)
     return 0
 

@@ -11,8 +11,10 @@ call), writes 1 unit per 1 KB, transactional writes and condition checks 2 per
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 INDEX_ATTRIBUTE = "message_group_uuid"   # the GSI's partition key: items with it are in the index
@@ -108,3 +110,38 @@ class CapacityMeter:
     def reset(self) -> None:
         self.total = 0.0
         self.calls = []
+
+
+# Operations that can report what they consumed.
+_REPORTING = {"GetItem", "Query", "Scan", "PutItem", "DeleteItem", "UpdateItem", "BatchGetItem",
+              "BatchWriteItem", "TransactGetItems", "TransactWriteItems"}
+
+
+@contextlib.contextmanager
+def consumed_capacity(client) -> Iterator[list[dict]]:
+    """Collect DynamoDB's own ConsumedCapacity of every call the client makes inside the block.
+
+    The calls are asked to report it (`ReturnConsumedCapacity=INDEXES`) through
+    botocore's event hooks, so the data-access code knows nothing of metering.
+    """
+    collected: list[dict] = []
+
+    def ask(params, model, **_kwargs):
+        if model.name in _REPORTING:
+            params.setdefault("ReturnConsumedCapacity", "INDEXES")
+
+    def record(parsed, model, **_kwargs):
+        consumed = parsed.get("ConsumedCapacity")
+        if isinstance(consumed, list):
+            collected.extend(consumed)
+        elif consumed:
+            collected.append(consumed)
+
+    events = client.meta.events
+    events.register("provide-client-params.dynamodb.*", ask)
+    events.register("after-call.dynamodb.*", record)
+    try:
+        yield collected
+    finally:
+        events.unregister("provide-client-params.dynamodb.*", ask)
+        events.unregister("after-call.dynamodb.*", record)

@@ -7,11 +7,13 @@ consumed. Without arguments: the conversation of andrewbrown and bayko.
 from __future__ import annotations
 
 import argparse
+import uuid
 
-from backend_flask.lib import ddb, ddb_seed
-from backend_flask.lib.errors import NotFound
-from backend_flask.scripts.common import ScriptError, run
-from backend_flask.scripts.ddb_common import add_page_options, print_page, require_table, split_target, target
+from backend_flask.lib import ddb
+from toolbox import seed
+from toolbox.capacity import consumed_capacity
+from toolbox.scripts.common import ScriptError, run
+from toolbox.scripts.ddb_common import add_page_options, print_page, require_table, split_target, target
 
 
 def main(argv: list[str]) -> int:
@@ -27,14 +29,14 @@ def main(argv: list[str]) -> int:
     require_table(t)
     group = args.group
     if not group:
-        first, second = ddb_seed.users_by_handle(t.config.connection_url, handles or ddb_seed.DEMO_HANDLES)
+        first, second = seed.users_by_handle(t.config.connection_url, handles or seed.DEMO_HANDLES)
         group = ddb.pair_group_uuid(first["uuid"], second["uuid"])
-    capacity: list[dict] = []
     try:
-        page = ddb.list_messages(t.client, t.table, group, limit=args.limit, before=args.before,
-                                 capacity=capacity)
-    except NotFound as exc:
+        group = str(uuid.UUID(group))
+    except ValueError as exc:
         raise ScriptError(f"{group!r} is not a conversation id") from exc
+    with consumed_capacity(t.client) as capacity:
+        page = t.messages.list_messages(group, limit=args.limit, before=args.before)
     print_page(page, capacity, ["created_at", "handle", "message"], args.json)
     return 0
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from backend_flask.lib import users
-from backend_flask.scripts.common import ScriptError, add_target, cognito_client, config_for, run
+from toolbox import users
+from toolbox.scripts.common import ScriptError, add_target, cognito_client, config_for, run
 
 
 def main(argv: list[str]) -> int:

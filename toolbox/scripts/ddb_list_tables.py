@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from backend_flask.lib import ddb
-from backend_flask.scripts.common import add_target, run
-from backend_flask.scripts.ddb_common import target
+from toolbox.scripts.common import add_target, run
+from toolbox.scripts.ddb_common import target
 
 
 def main(argv: list[str]) -> int:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from backend_flask.lib import ddb
-from backend_flask.scripts.common import add_target, run
-from backend_flask.scripts.ddb_common import target
+from toolbox.scripts.common import add_target, run
+from toolbox.scripts.ddb_common import target
 
 
 def main(argv: list[str]) -> int:
@@ -14,7 +13,7 @@ def main(argv: list[str]) -> int:
     add_target(parser)
     args = parser.parse_args(argv)
     t = target(args.target)
-    if ddb.create_table(t.client, t.table):
+    if t.messages.create():
         print(f"created table {t.table} at {t.where}")
     else:
         print(f"table {t.table} already exists at {t.where}")

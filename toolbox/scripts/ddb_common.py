@@ -12,8 +12,9 @@ from typing import Any
 
 from backend_flask.config import Config
 from backend_flask.lib import ddb
-from backend_flask.lib.errors import NotFound
-from backend_flask.scripts.common import ScriptError, config_for, ddb_client
+from backend_flask.lib.ddb import MessagesTable
+from backend_flask.lib.errors import TableMissing
+from toolbox.scripts.common import ScriptError, config_for, ddb_client
 
 
 @dataclass
@@ -22,8 +23,17 @@ class Target:
 
     name: str
     config: Config
-    client: Any
-    table: str
+    messages: MessagesTable
+
+    @property
+    def client(self) -> Any:
+        """The target's DynamoDB client."""
+        return self.messages.client
+
+    @property
+    def table(self) -> str:
+        """The table's name."""
+        return self.messages.name
 
     @property
     def where(self) -> str:
@@ -34,14 +44,14 @@ class Target:
 def target(name: str) -> Target:
     """Return the target `local` or `prod` with its client."""
     config = config_for(name)
-    return Target(name, config, ddb_client(config), config.ddb_message_table)
+    return Target(name, config, MessagesTable(ddb_client(config), config.ddb_message_table))
 
 
 def require_table(t: Target) -> None:
     """Fail with one line unless the table exists."""
     try:
-        ddb.ping(t.client, t.table)
-    except NotFound as exc:
+        t.messages.ping()
+    except TableMissing as exc:
         raise ScriptError(f"table {t.table} does not exist at {t.where}: run bin/ddb/schema-load") from exc
 
 

@@ -11,7 +11,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
-from backend_flask.lib.errors import DataError
+from backend_flask.lib.errors import Error
+from toolbox import settings
 
 
 class ScriptError(Exception):
@@ -25,15 +26,8 @@ def add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def config_for(target: str = "local") -> Config:
-    """Return the settings for the local stack, or for AWS with endpoints removed."""
-    config = Config.from_env()
-    if target == "prod":
-        return config.replace(aws_endpoint_url=None, cognito_endpoint_url=None)
-    if not config.aws_endpoint_url:
-        config = config.replace(aws_endpoint_url=f"http://127.0.0.1:{config.dev_ddb_port}")
-    if not config.cognito_endpoint_url:
-        config = config.replace(cognito_endpoint_url=f"http://127.0.0.1:{config.dev_cognito_port}")
-    return config
+    """Return the settings of the local stack, or of production (the environment alone) for `prod`."""
+    return settings.prod_config() if target == "prod" else settings.local_config()
 
 
 def ddb_client(config: Config):
@@ -53,7 +47,7 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     try:
         status = main(sys.argv[1:] if argv is None else argv)
-    except (ScriptError, DataError, LookupError) as exc:
+    except (ScriptError, Error, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except ClientError as exc:

@@ -34,8 +34,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backend_flask.config import ROOT, Config
+from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
+from backend_flask.lib.ddb import MessagesTable
+from toolbox import local_services
+from toolbox.settings import ROOT, child_env
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +70,10 @@ def load_handler_module() -> ModuleType:
 def lambda_handler(client, table: str) -> Handler:
     """Return the Lambda handler bound to a client and table, as its environment binds them in AWS."""
     module = load_handler_module()
+    messages = MessagesTable(client, table)
 
     def invoke(event: dict, context: Any) -> dict:
-        return module.process_batch(event, client, table)
+        return module.process_batch(event, messages)
 
     return invoke
 
@@ -358,7 +362,7 @@ def start_thread(config: Config, **options) -> StreamRunner:
 
 def command() -> list[str]:
     """Return the command line that runs the runner as its own process."""
-    return [sys.executable, "-m", "backend_flask.stream_runner"]
+    return [sys.executable, "-m", "toolbox.stream_runner"]
 
 
 def start_process(config: Config, log_path: Path | None = None):
@@ -366,10 +370,7 @@ def start_process(config: Config, log_path: Path | None = None):
 
     With no log_path its batch lines go to this process's terminal.
     """
-    from backend_flask.lib import local_services
-
-    return local_services.spawn("stream-runner", command(), log_path, cwd=ROOT,
-                                env=local_services.child_env(config.as_env()))
+    return local_services.spawn("stream-runner", command(), log_path, cwd=ROOT, env=child_env(config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
-    from backend_flask.scripts.common import config_for
+    from toolbox.scripts.common import config_for
 
     # In AWS the deployed Lambda does this; the runner is for DynamoDB Local only.
     config = config_for("local")

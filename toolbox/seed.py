@@ -21,6 +21,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from backend_flask.lib import ddb
+from backend_flask.lib.ddb import MessagesTable
+from backend_flask.lib.ddb.calls import translate_errors
+from backend_flask.lib.ddb.keys import MESSAGE_PREFIX
 from backend_flask.lib.errors import DatabaseUnavailable, DynamoDBUnavailable
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ def users_by_handle(connection_url: str, handles: Iterable[str]) -> list[dict]:
                 {"handles": [h.lower() for h in handles]},
             ).fetchall()
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"Postgres unreachable: {exc}".splitlines()[0]) from exc
+        raise DatabaseUnavailable(detail=f"Postgres unreachable: {exc}".splitlines()[0]) from exc
     found = {row["handle"].lower(): row for row in rows}
     missing = [h for h in handles if h.lower() not in found]
     if missing:
@@ -59,36 +62,32 @@ def users_by_handle(connection_url: str, handles: Iterable[str]) -> list[dict]:
     return [dict(found[h.lower()]) for h in handles]
 
 
-def seed_demo_conversation(client, table: str, connection_url: str, *, handles: Iterable[str] = DEMO_HANDLES,
-                           capacity: list | None = None) -> str | None:
+def seed_demo_conversation(table: MessagesTable, connection_url: str, *,
+                           handles: Iterable[str] = DEMO_HANDLES) -> str | None:
     """Write the demo conversation of two Postgres users unless it exists; return its id if written."""
     sender, receiver = users_by_handle(connection_url, handles)
-    return write_demo_conversation(client, table, sender, receiver, capacity=capacity)
+    return write_demo_conversation(table, sender, receiver)
 
 
-def write_demo_conversation(client, table: str, sender: dict, receiver: dict, *,
-                            messages: list[tuple[int, str]] = DEMO_MESSAGES,
-                            capacity: list | None = None) -> str | None:
+def write_demo_conversation(table: MessagesTable, sender: dict, receiver: dict, *,
+                            messages: list[tuple[int, str]] = DEMO_MESSAGES) -> str | None:
     """Write a conversation of the pair through patterns C and D unless one exists; return its id if written."""
     pair = (sender, receiver)
     group = ddb.pair_group_uuid(sender["uuid"], receiver["uuid"])
-    if ddb.is_member(client, table, group, sender["uuid"], capacity=capacity):
+    if table.is_member(group, sender["uuid"]):
         log.info("conversation %s of %s and %s exists already", group, sender["handle"], receiver["handle"])
         return None
     (first_from, first_text), *rest = messages
-    last = ddb.create_message_group(client, table, sender=pair[first_from], receiver=pair[1 - first_from],
-                                    message=first_text, capacity=capacity)
+    last = table.create_message_group(sender=pair[first_from], receiver=pair[1 - first_from], message=first_text)
     for index, text in rest:
-        last = ddb.create_message(client, table, message_group_uuid=group, sender=pair[index], message=text,
-                                  capacity=capacity)
+        last = table.create_message(message_group_uuid=group, sender=pair[index], message=text)
     # The stream Lambda does this too when it runs; doing it here keeps a stack without it consistent.
-    ddb.move_message_groups(client, table, group, last["created_at"], last["message"], capacity=capacity)
+    table.move_message_groups(group, last["created_at"], last["message"])
     return group
 
 
-def seed_messages(client, table: str, sender: dict, receiver: dict, count: int, *,
-                  progress: Callable[[int, int], None] | None = None, workers: int = 4,
-                  capacity: list | None = None) -> dict:
+def seed_messages(table: MessagesTable, sender: dict, receiver: dict, count: int, *,
+                  progress: Callable[[int, int], None] | None = None, workers: int = 4) -> dict:
     """Add `count` older messages to the pair's conversation (created if missing); return {group, messages}.
 
     Messages alternate between the two, 45 s apart, going back in time from
@@ -96,9 +95,9 @@ def seed_messages(client, table: str, sender: dict, receiver: dict, count: int, 
     """
     if count < 0:
         raise ValueError("count must not be negative")
-    write_demo_conversation(client, table, sender, receiver, capacity=capacity)
+    write_demo_conversation(table, sender, receiver)
     group = ddb.pair_group_uuid(sender["uuid"], receiver["uuid"])
-    start = min(datetime.now(timezone.utc), _oldest_message_time(client, table, group)) - timedelta(seconds=1)
+    start = min(datetime.now(timezone.utc), _oldest_message_time(table, group)) - timedelta(seconds=1)
     pair = (sender, receiver)
 
     def items() -> Iterator[dict]:
@@ -106,22 +105,22 @@ def seed_messages(client, table: str, sender: dict, receiver: dict, count: int, 
             yield ddb.message_item(group, ddb.to_iso(start - n * BULK_SPACING), str(uuid.uuid4()), pair[n % 2],
                                    f"seeded message {count - n}")
 
-    batch_write(client, table, items(), progress=progress, total=count, workers=workers, capacity=capacity)
+    batch_write(table, items(), progress=progress, total=count, workers=workers)
     return {"message_group_uuid": group, "messages": count}
 
 
-def _oldest_message_time(client, table: str, group: str) -> datetime:
-    with ddb.translate_errors():
-        response = client.query(TableName=table, KeyConditionExpression="pk = :pk", Limit=1,
-                                ExpressionAttributeValues={":pk": {"S": ddb.MESSAGE_PREFIX + group}},
-                                ConsistentRead=True, ScanIndexForward=True)
+def _oldest_message_time(table: MessagesTable, group: str) -> datetime:
+    with translate_errors():
+        response = table.client.query(TableName=table.name, KeyConditionExpression="pk = :pk", Limit=1,
+                                      ExpressionAttributeValues={":pk": {"S": MESSAGE_PREFIX + group}},
+                                      ConsistentRead=True, ScanIndexForward=True)
     if not response.get("Items"):
         return datetime.now(timezone.utc)
     return datetime.fromisoformat(response["Items"][0]["sk"]["S"].replace("Z", "+00:00"))
 
 
-def batch_write(client, table: str, items: Iterable[dict], *, progress: Callable[[int, int], None] | None = None,
-                total: int = 0, workers: int = 4, capacity: list | None = None) -> int:
+def batch_write(table: MessagesTable, items: Iterable[dict], *, progress: Callable[[int, int], None] | None = None,
+                total: int = 0, workers: int = 4) -> int:
     """Put plain-dict items with BatchWriteItem, retrying unprocessed ones with backoff; return how many."""
     batches = _chunks((ddb.to_item(item) for item in items), BATCH_SIZE)
     done = 0
@@ -129,7 +128,7 @@ def batch_write(client, table: str, items: Iterable[dict], *, progress: Callable
         # A bounded window of batches in flight keeps memory flat for any size.
         pending: list = []
         for batch in batches:
-            pending.append(pool.submit(_write_batch, client, table, batch, capacity))
+            pending.append(pool.submit(_write_batch, table, batch))
             if len(pending) >= workers * 2:
                 done += pending.pop(0).result()
                 if progress:
@@ -141,18 +140,16 @@ def batch_write(client, table: str, items: Iterable[dict], *, progress: Callable
     return done
 
 
-def _write_batch(client, table: str, batch: list[dict[str, Any]], capacity: list | None) -> int:
-    requests = {table: [{"PutRequest": {"Item": item}} for item in batch]}
+def _write_batch(table: MessagesTable, batch: list[dict[str, Any]]) -> int:
+    requests = {table.name: [{"PutRequest": {"Item": item}} for item in batch]}
     for attempt in range(BATCH_ATTEMPTS):
-        with ddb.translate_errors():
-            response = client.batch_write_item(RequestItems=requests, ReturnConsumedCapacity="TOTAL")
-        if capacity is not None:
-            capacity.extend(response.get("ConsumedCapacity", []))
+        with translate_errors():
+            response = table.client.batch_write_item(RequestItems=requests)
         requests = response.get("UnprocessedItems") or {}
         if not requests:
             return len(batch)
         time.sleep(min(2.0, 0.05 * 2 ** attempt))
-    raise DynamoDBUnavailable(f"{sum(len(r) for r in requests.values())} items still unprocessed after "
+    raise DynamoDBUnavailable(detail=f"{sum(len(r) for r in requests.values())} items still unprocessed after "
                               f"{BATCH_ATTEMPTS} attempts")
 
 

@@ -15,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from backend_flask import stream_runner
-from backend_flask.config import LOCAL_DIR, ROOT, Config, write_local_state
-from backend_flask.lib import cognito, db, ddb, ddb_seed, local_services, users
+from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
-from backend_flask.lib.errors import DataError
+from backend_flask.lib.ddb import MessagesTable
+from backend_flask.lib.errors import Error
+from toolbox import cognito, local_services, pg, seed, settings, stream_runner, users
+from toolbox.settings import LOCAL_DIR, ROOT
 
 log = logging.getLogger("bin/dev")
 
@@ -37,19 +38,19 @@ def start_services(config: Config, env_has_db_url: bool) -> tuple[list[local_ser
     """Start the backing services on their fixed ports; return them and the config that reaches them."""
     started: list[local_services.Service] = []
     logs = LOCAL_DIR / "logs"
-    for name, port in (("DynamoDB Local", config.dev_ddb_port), ("cognito-local", config.dev_cognito_port),
-                       ("the API", config.port)) + (() if env_has_db_url else (("Postgres", config.dev_pg_port),)):
+    for name, port in (("DynamoDB Local", settings.DDB_PORT), ("cognito-local", settings.COGNITO_PORT),
+                       ("the API", settings.API_PORT)) + (() if env_has_db_url else (("Postgres", settings.PG_PORT),)):
         if local_services.port_open(port):
             raise local_services.ServiceError(
                 f"port {port} for {name} is already in use (another bin/dev running?); stop it first")
     try:
         if not env_has_db_url:
-            started.append(local_services.start_postgres(LOCAL_DIR / "postgres", config.dev_pg_port))
-            config = config.replace(connection_url=f"postgresql://postgres@127.0.0.1:{config.dev_pg_port}/cruddur")
-        ddb_service = local_services.start_dynamodb_local(config.dev_ddb_port, LOCAL_DIR / "dynamodb",
+            started.append(local_services.start_postgres(LOCAL_DIR / "postgres", settings.PG_PORT))
+            config = config.replace(connection_url=f"postgresql://postgres@127.0.0.1:{settings.PG_PORT}/cruddur")
+        ddb_service = local_services.start_dynamodb_local(settings.DDB_PORT, LOCAL_DIR / "dynamodb",
                                                           logs / "dynamodb-local.log")
         started.append(ddb_service)
-        cognito_service = local_services.start_cognito_local(config.dev_cognito_port, LOCAL_DIR / "cognito",
+        cognito_service = local_services.start_cognito_local(settings.COGNITO_PORT, LOCAL_DIR / "cognito",
                                                              logs / "cognito-local.log")
         started.append(cognito_service)
     except BaseException:
@@ -61,19 +62,20 @@ def start_services(config: Config, env_has_db_url: bool) -> tuple[list[local_ser
 
 def prepare_data(config: Config) -> Config:
     """Load schemas, create the pool and demo users once, and return the config with the pool ids."""
-    db.load_schema(config.connection_url)
-    db.run_script(config.connection_url, db.SEED_FILE)
+    pg.load_schema(config.connection_url)
+    pg.run_script(config.connection_url, pg.SEED_FILE)
     idp = make_client("cognito-idp", region=config.cognito_region, endpoint_url=config.cognito_endpoint_url)
     pool_id, client_id = cognito.ensure_pool(idp)
     config = config.replace(cognito_user_pool_id=pool_id, cognito_client_id=client_id)
-    users.sign_up_all(config.connection_url, idp, pool_id, client_id, config.demo_password)
+    users.sign_up_all(config.connection_url, idp, pool_id, client_id, settings.DEMO_PASSWORD)
     result = users.update_cognito_user_ids(config.connection_url, idp, pool_id)
     for handle, _old, new in result["changed"]:
         log.info("user %s -> cognito sub %s", handle, new)
-    client = make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url)
-    if ddb.create_table(client, config.ddb_message_table):
+    table = MessagesTable(make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url),
+                          config.ddb_message_table)
+    if table.create():
         log.info("created DynamoDB table %s", config.ddb_message_table)
-    group = ddb_seed.seed_demo_conversation(client, config.ddb_message_table, config.connection_url)
+    group = seed.seed_demo_conversation(table, config.connection_url)
     if group:
         log.info("wrote the demo conversation %s", group)
     return config
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the local stack until Ctrl-C."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    base = Config.from_env(environ=os.environ)
+    # The environment wins over the local services' fixed addresses (CONNECTION_URL: your own Postgres).
+    base = Config.from_env({**settings.local_defaults(), **os.environ})
     env_has_db_url = bool(os.environ.get("CONNECTION_URL"))
     LOCAL_DIR.mkdir(exist_ok=True)
     started: list[local_services.Service] = []
@@ -112,23 +115,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started, config = start_services(base, env_has_db_url)
         config = prepare_data(config)
-        state = {k: v for k, v in config.as_env().items() if k in {
-            "CONNECTION_URL", "AWS_ENDPOINT_URL", "COGNITO_ENDPOINT_URL", "COGNITO_USER_POOL_ID",
-            "COGNITO_CLIENT_ID", "DDB_MESSAGE_TABLE", "AWS_REGION"}}
-        write_local_state(state)
+        settings.write_state(config)
         # Pattern E, as the Lambda does it in AWS: conversation lists follow new messages.
         started.append(stream_runner.start_process(config))
         if args.no_api:
             print("Local services are up. Ctrl-C stops them.", flush=True)
         elif args.flask_dev:
             api = local_services.spawn("api", [sys.executable, "-m", "flask", "--app", "backend_flask.wsgi:app",
-                                               "run", "--debug", "--host", "127.0.0.1", "--port", str(config.port)],
-                                       None, config.port, cwd=ROOT, env=local_services.child_env(config.as_env()))
+                                               "run", "--debug", "--host", "127.0.0.1", "--port",
+                                               str(settings.API_PORT)],
+                                       None, settings.API_PORT, cwd=ROOT, env=settings.child_env(config))
             started.append(api)
-            api.wait_ready(lambda: local_services.port_open(config.port), timeout=30)
+            api.wait_ready(lambda: local_services.port_open(settings.API_PORT), timeout=30)
             print_banner(config)
         else:
-            started.append(local_services.start_api(config.as_env(), config.port, workers=args.workers))
+            started.append(local_services.start_api(settings.child_env(config), settings.API_PORT,
+                                                    workers=args.workers))
             print_banner(config)
         while all(s.running() for s in started):
             time.sleep(0.5)
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
-    except (local_services.ServiceError, DataError) as exc:
+    except (local_services.ServiceError, Error) as exc:
         log.error("%s", exc)
         return 1
     finally:
@@ -146,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_banner(config: Config) -> None:
     """Tell the developer where things are and how to call the API."""
-    url = f"http://localhost:{config.port}"
+    url = f"http://localhost:{settings.API_PORT}"
     print(f"""
 Cruddur messaging API:  {url}   (health: {url}/api/health)
-  Postgres              {db.redact(config.connection_url)}
+  Postgres              {pg.redact(config.connection_url)}
   DynamoDB Local        {config.aws_endpoint_url}   (table {config.ddb_message_table})
   cognito-local         {config.cognito_endpoint_url}   (pool {config.cognito_user_pool_id})
 

@@ -1,4 +1,7 @@
-"""Build the messaging-stream Lambda's zip: its handler plus the backend_flask/lib modules it imports.
+"""Build the messaging-stream Lambda's zip: its handler plus the backend_flask modules it imports.
+
+The zip holds the real package files (backend_flask/__init__.py builds
+nothing), only those the handler reaches through its imports.
 
 boto3 and botocore come from the Lambda runtime. Any other import outside the
 standard library is refused, so the function never drags in Flask or psycopg.
@@ -16,14 +19,12 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_DIR = ROOT / "aws" / "lambdas" / "messaging_stream"
-LIB_DIR = ROOT / "backend_flask" / "lib"
+PACKAGE = "backend_flask"
 DEFAULT_OUT = ROOT / "dist"
 ZIP_NAME = "messaging-stream.zip"
 RUNTIME_PROVIDED = {"boto3", "botocore"}
-# The real backend_flask/__init__.py builds the Flask app; the Lambda only needs the package to exist.
-PACKAGE_STUB = '"""The Cruddur backend\'s data-access layer, as packaged for the stream Lambda."""\n'
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -45,43 +46,44 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def _lib_module(name: str, source: Path) -> Path | None:
-    """Return the backend_flask/lib file a name refers to, None for a stdlib/runtime module."""
+def _files(name: str, source: Path) -> list[Path]:
+    """Return the files of backend_flask an import needs (module, package __init__s); [] for stdlib/runtime."""
     parts = name.split(".")
     if parts[0] in sys.stdlib_module_names or parts[0] in RUNTIME_PROVIDED or parts[0] == "__future__":
-        return None
-    if parts[0] != "backend_flask":
+        return []
+    if parts[0] != PACKAGE:
         raise PackageError(f"{source.relative_to(ROOT)} imports {name}, which the Lambda runtime does not have")
-    if parts[:2] != ["backend_flask", "lib"]:
-        if len(parts) == 1:
-            return None
+    if len(parts) > 1 and parts[1] != "lib":
         raise PackageError(f"{source.relative_to(ROOT)} imports {name}: the Lambda may only use backend_flask.lib")
-    if len(parts) == 2:
-        return None
-    module = LIB_DIR / f"{parts[2]}.py"
-    if module.exists():
-        return module
-    if len(parts) == 3 and not (LIB_DIR / parts[2]).is_dir():
-        raise PackageError(f"{source.relative_to(ROOT)} imports {name}, which is not a module of backend_flask.lib")
-    return None  # an attribute of a module already found, e.g. backend_flask.lib.errors.NotFound
+    files = []
+    path = ROOT
+    for depth, part in enumerate(parts):
+        package, module = path / part, path / f"{part}.py"
+        if (package / "__init__.py").is_file():
+            files.append(package / "__init__.py")
+            path = package
+        elif module.is_file():
+            files.append(module)
+            break
+        elif depth >= 3:
+            break  # an attribute of a module already found, e.g. backend_flask.lib.errors.NotFound
+        else:
+            raise PackageError(f"{source.relative_to(ROOT)} imports {name}, which is not a module of {PACKAGE}")
+    return files
 
 
-def contents() -> dict[str, Path | str]:
-    """Return the zip's entries: archive name -> source file (or generated text)."""
-    entries: dict[str, Path | str] = {
-        "handler.py": FUNCTION_DIR / "handler.py",
-        "backend_flask/__init__.py": PACKAGE_STUB,
-        "backend_flask/lib/__init__.py": LIB_DIR / "__init__.py",
-    }
+def contents() -> dict[str, Path]:
+    """Return the zip's entries: archive name -> source file (the real package, no stub)."""
+    entries: dict[str, Path] = {"handler.py": FUNCTION_DIR / "handler.py"}
     todo = [FUNCTION_DIR / "handler.py"]
     while todo:
         source = todo.pop()
         for name in sorted(_imports(source)):
-            module = _lib_module(name, source)
-            arcname = f"backend_flask/lib/{module.name}" if module else None
-            if module and arcname not in entries:
-                entries[arcname] = module
-                todo.append(module)
+            for file in _files(name, source):
+                arcname = file.relative_to(ROOT).as_posix()
+                if arcname not in entries:
+                    entries[arcname] = file
+                    todo.append(file)
     return entries
 
 
@@ -95,8 +97,7 @@ def build(out_dir: Path = DEFAULT_OUT) -> Path:
             info = zipfile.ZipInfo(arcname, date_time=FIXED_TIME)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            data = source.encode() if isinstance(source, str) else source.read_bytes()
-            archive.writestr(info, data)
+            archive.writestr(info, source.read_bytes())
     os.replace(partial, target)
     return target
 

@@ -11,9 +11,10 @@ import argparse
 import sys
 import time
 
-from backend_flask.lib import ddb_seed
-from backend_flask.scripts.common import ScriptError, run
-from backend_flask.scripts.ddb_common import capacity_line, require_table, split_target, target
+from toolbox import seed
+from toolbox.capacity import consumed_capacity
+from toolbox.scripts.common import ScriptError, run
+from toolbox.scripts.ddb_common import capacity_line, require_table, split_target, target
 
 
 class ProgressBar:
@@ -52,17 +53,19 @@ def main(argv: list[str]) -> int:
         raise ScriptError("seed --messages refuses to run against prod")
     t = target(target_name)
     require_table(t)
-    first, second = ddb_seed.users_by_handle(t.config.connection_url, handles or ddb_seed.DEMO_HANDLES)
-    capacity: list[dict] = []
+    first, second = seed.users_by_handle(t.config.connection_url, handles or seed.DEMO_HANDLES)
     start = time.perf_counter()
+    with consumed_capacity(t.client) as capacity:
+        if args.messages:
+            result = seed.seed_messages(t.messages, first, second, args.messages, progress=ProgressBar())
+        else:
+            result = {"group": seed.write_demo_conversation(t.messages, first, second)}
     if args.messages:
-        result = ddb_seed.seed_messages(t.client, t.table, first, second, args.messages, progress=ProgressBar(),
-                                        capacity=capacity)
         seconds = time.perf_counter() - start
         print(f"added {result['messages']} messages to conversation {result['message_group_uuid']} of "
               f"{first['handle']} and {second['handle']} in {seconds:.1f} s")
     else:
-        group = ddb_seed.write_demo_conversation(t.client, t.table, first, second, capacity=capacity)
+        group = result["group"]
         if group:
             print(f"wrote the demo conversation {group} of {first['handle']} and {second['handle']}")
         else:

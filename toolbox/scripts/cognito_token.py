@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from backend_flask.lib import users
-from backend_flask.scripts.common import ScriptError, cognito_client, config_for, run
+from toolbox import settings, users
+from toolbox.scripts.common import ScriptError, cognito_client, config_for, run
 
 
 def main(argv: list[str]) -> int:
@@ -17,7 +17,7 @@ def main(argv: list[str]) -> int:
     if not config.cognito_client_id:
         raise ScriptError("no Cognito app client known: start the stack with bin/dev first")
     token = users.token_for_handle(config.connection_url, cognito_client(config), config.cognito_client_id,
-                                   args.handle.lstrip("@"), args.password or config.demo_password)
+                                   args.handle.lstrip("@"), args.password or settings.DEMO_PASSWORD)
     print(token)
     return 0
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend_flask.lib import ddb
-from backend_flask.scripts.common import ScriptError, add_target, run
-from backend_flask.scripts.ddb_common import target
+from toolbox.scripts.common import ScriptError, add_target, run
+from toolbox.scripts.ddb_common import target
 
 
 def confirmed(table: str, where: str) -> bool:
@@ -28,7 +27,7 @@ def main(argv: list[str]) -> int:
     t = target(args.target)
     if args.target == "prod" and not args.yes and not confirmed(t.table, t.where):
         raise ScriptError("not confirmed; nothing deleted")
-    if ddb.delete_table(t.client, t.table):
+    if t.messages.delete():
         print(f"deleted table {t.table} at {t.where}")
     else:
         print(f"no table {t.table} at {t.where}; nothing to delete")

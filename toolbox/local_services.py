@@ -22,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolbox import pg
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ROOT / "node_modules"
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -126,11 +128,6 @@ class Service:
         self._signal_tree(signal.SIGCONT)
 
 
-def child_env(settings: dict[str, str]) -> dict[str, str]:
-    """Environment for a Python child of this project: ours, then `settings`, with the project importable."""
-    return {**os.environ, **settings, "PYTHONPATH": str(ROOT)}
-
-
 def spawn(name: str, args: list[str], log_path: Path | None, port: int = 0, **kwargs) -> Service:
     """Start a child process as a Service; its output goes to log_path, or to our terminal if None."""
     # A new session gives the service its own process group, so stop() reaches
@@ -220,7 +217,7 @@ def start_postgres(data_dir: Path, port: int, database: str = "cruddur", throwaw
     service = spawn("postgres", args, log_path, port, **run_as)
     service.stop_signal = signal.SIGINT
     service.wait_ready(lambda: _pg_accepts(bin_dir, port), timeout=60)
-    _pg_ensure_database(port, database)
+    pg.create_database(f"postgresql://postgres@127.0.0.1:{port}/{database}")
     return service
 
 
@@ -237,15 +234,6 @@ def _pg_accepts(bin_dir: Path, port: int) -> bool:
     return subprocess.run(
         [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"], check=False
     ).returncode == 0
-
-
-def _pg_ensure_database(port: int, database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{database}"')
 
 
 # ------------------------------------------------------------ DynamoDB Local
@@ -320,8 +308,8 @@ def api_command(port: int, *, workers: int = 2, threads: int = 8, app: str = "ba
 
 def start_api(env: dict[str, str], port: int, *, log_path: Path | None = None, workers: int = 2,
               threads: int = 8, app: str = "backend_flask.wsgi:app") -> Service:
-    """Serve a WSGI app with gunicorn on 127.0.0.1:port; settings come from env."""
+    """Serve a WSGI app on 127.0.0.1:port; `env` is the whole environment of the server (see settings.child_env)."""
     service = spawn("api", api_command(port, workers=workers, threads=threads, app=app), log_path, port,
-                    cwd=ROOT, env=child_env(env))
+                    cwd=ROOT, env=env)
     service.wait_ready(lambda: port_open(port), timeout=30)
     return service

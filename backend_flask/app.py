@@ -1,0 +1,112 @@
+"""The Flask app factory: config -> logging -> clients -> blueprints -> error handlers."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+from flask import Flask, Response, g, request
+from flask_cors import CORS
+
+from backend_flask.config import Config
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("backend_flask.access")
+
+MAX_BODY_BYTES = 64 * 1024   # a message is at most 1024 characters; anything far bigger is not ours
+# Attributes every LogRecord has; anything else was passed with `extra=` and goes into the JSON.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `extra=` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send log lines to stderr once per process, as JSON objects."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JSONFormatter())
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    # botocore and urllib3 log request details (headers included) at DEBUG; keep them quiet.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def init_cors(app: Flask, config: Config) -> None:
+    """Allow the frontend (and the backend's own origin), nobody else, to call /api/ from a browser."""
+    origins = [url.rstrip("/") for url in (config.frontend_url, config.backend_url) if url]
+    CORS(app, resources={r"/api/*": {"origins": origins}},
+         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+         expose_headers=["Link", "Retry-After"], methods=["GET", "POST", "OPTIONS"],
+         supports_credentials=False, max_age=600)
+
+
+def init_request_log(app: Flask) -> None:
+    """Log one JSON object per request: method, path, status, duration, user uuid (never a token)."""
+
+    @app.before_request
+    def _start() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _log(response: Response) -> Response:
+        if not access_log.isEnabledFor(logging.INFO):
+            return response
+        started = g.get("request_started")
+        user = g.get("user")
+        access_log.info("request", extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
+            "user": user["uuid"] if user else None,
+            "pid": os.getpid(),
+        })
+        return response
+
+
+def warn_about_missing_settings(config: Config) -> None:
+    """Say at start-up which required settings are empty, instead of failing every request quietly."""
+    missing = [name for name, value in (("CONNECTION_URL", config.connection_url),
+                                        ("COGNITO_USER_POOL_ID", config.cognito_user_pool_id),
+                                        ("COGNITO_CLIENT_ID", config.cognito_client_id)) if not value]
+    if missing:
+        log.warning("settings not set: %s; requests that need them will fail", ", ".join(missing))
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app: config -> logging -> clients -> blueprints -> error handlers."""
+    config = config or Config.from_env()
+    configure_logging(config.log_level)
+    warn_about_missing_settings(config)
+
+    app = Flask("backend_flask", static_folder=None)
+    app.config["CRUDDUR"] = config
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False
+
+    from backend_flask import clients, errors, routes
+
+    clients.init_app(app, config)
+    init_cors(app, config)
+    init_request_log(app)
+    routes.init_app(app, config)
+    errors.init_app(app)
+    log.info("app created (pid %s, table %s)", os.getpid(), config.ddb_message_table)
+    atexit.register(clients.close, app)
+    return app
