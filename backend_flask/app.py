@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
 
 from backend_flask.config import Config
+from backend_flask.logs import configure_logging
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("backend_flask.access")
 
 MAX_BODY_BYTES = 64 * 1024   # a message is at most 1024 characters; anything far bigger is not ours
-# Attributes every LogRecord has; anything else was passed with `extra=` and goes into the JSON.
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-
-
-class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and any `extra=` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
-
-
-def configure_logging(level: str) -> None:
-    """Send log lines to stderr once per process, as JSON objects."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(JSONFormatter())
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-    # botocore and urllib3 log request details (headers included) at DEBUG; keep them quiet.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
 def init_cors(app: Flask, config: Config) -> None:
     """Allow the frontend (and the backend's own origin), nobody else, to call /api/ from a browser."""
     origins = [url.rstrip("/") for url in (config.frontend_url, config.backend_url) if url]

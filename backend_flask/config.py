@@ -48,18 +48,7 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Config:
         """Build the settings from the environment (os.environ unless given), then `overrides`."""
         env = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            raw = env.get(f.name.upper())
-            if raw is None or raw == "":
-                continue
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
-            if kind.startswith("int"):
-                values[f.name] = int(raw)
-            elif kind.startswith("float"):
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw
+        values = _read_fields(cls, env)
         # The name the original bootcamp used for the app client.
         if "cognito_client_id" not in values and env.get("COGNITO_USER_POOL_CLIENT_ID"):
             values["cognito_client_id"] = env["COGNITO_USER_POOL_CLIENT_ID"]
@@ -92,3 +81,40 @@ class Config:
     def cognito_jwks_url(self) -> str:
         """Where the pool publishes its signing keys."""
         return f"{self.cognito_issuer}/.well-known/jwks.json"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of the HTTP server (`python -m backend_flask.server`); its command line overrides them."""
+
+    port: int = 4567
+    web_concurrency: int = 0                # worker processes; 0: one per CPU
+    server_idle_timeout: float = 75.0       # keep-alive: wait this long for the next request (ALB idle is 60 s)
+    server_head_timeout: float = 10.0       # request line + headers, from their first byte
+    server_body_timeout: float = 10.0       # the whole body
+    server_max_body_bytes: int = 64 * 1024  # bigger bodies get 413, chunked or not
+    server_max_connections: int = 4000      # per worker
+    server_graceful_timeout: float = 5.0    # on SIGTERM, in-flight requests get this long to finish
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        """Build the server settings from the environment (os.environ unless given)."""
+        return cls(**_read_fields(cls, os.environ if environ is None else environ))
+
+
+def _read_fields(cls, env: Mapping[str, str]) -> dict:
+    """Return the dataclass fields set in `env` (by upper-case name), converted to their types."""
+    values = {}
+    for f in fields(cls):
+        raw = env.get(f.name.upper())
+        if raw is None or raw == "":
+            continue
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind.startswith("int"):
+            values[f.name] = int(raw)
+        elif kind.startswith("float"):
+            values[f.name] = float(raw)
+        else:
+            values[f.name] = raw
+    return values

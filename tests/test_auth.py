@@ -14,7 +14,8 @@ import pytest
 from jose import jwk
 
 from backend_flask import clients
-from backend_flask.app import JSONFormatter, create_app
+from backend_flask.app import create_app
+from backend_flask.logs import JSONFormatter
 from toolbox import cognito, local_services
 
 PROTECTED = [

@@ -29,7 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/dev", description=__doc__.splitlines()[0])
     parser.add_argument("--flask-dev", action="store_true",
                         help="serve with Flask's reloading dev server instead of gunicorn")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--no-api", action="store_true", help="start the services and data only")
     return parser.parse_args(argv)
 

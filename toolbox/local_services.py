@@ -299,17 +299,28 @@ def start_cognito_local(port: int, state_dir: Path, log_path: Path) -> Service:
 
 # ---------------------------------------------------------------------- API
 
-def api_command(port: int, *, workers: int = 2, threads: int = 8, app: str = "backend_flask.wsgi:app",
-                host: str = "127.0.0.1") -> list[str]:
-    """Return the gunicorn command that serves the API as deployed (gthread workers)."""
-    return [sys.executable, "-m", "gunicorn", app, "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5"]
+def api_command(port: int, *, server: str = "gevent", workers: int = 2, threads: int = 8,
+                app: str = "backend_flask.wsgi:app", host: str = "127.0.0.1") -> list[str]:
+    """Return the command that serves the API: our gevent server as deployed, or gunicorn gthread to compare.
+
+    `threads` applies to gthread only: the gevent server runs a greenlet per connection.
+    """
+    if server == "gevent":
+        return [sys.executable, "-m", "backend_flask.server", "--bind", f"{host}:{port}", "--workers", str(workers),
+                "--app", app]
+    if server == "gthread":
+        return [sys.executable, "-m", "gunicorn", app, "--bind", f"{host}:{port}", "--workers", str(workers),
+                "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5"]
+    raise ValueError(f"unknown server {server!r}: 'gevent' or 'gthread'")
 
 
-def start_api(env: dict[str, str], port: int, *, log_path: Path | None = None, workers: int = 2,
-              threads: int = 8, app: str = "backend_flask.wsgi:app") -> Service:
-    """Serve a WSGI app on 127.0.0.1:port; `env` is the whole environment of the server (see settings.child_env)."""
-    service = spawn("api", api_command(port, workers=workers, threads=threads, app=app), log_path, port,
-                    cwd=ROOT, env=env)
+def start_api(env: dict[str, str], port: int, *, log_path: Path | None = None, server: str = "gevent",
+              workers: int = 2, threads: int = 8, app: str = "backend_flask.wsgi:app") -> Service:
+    """Serve a WSGI app on 127.0.0.1:port with `server` (see api_command).
+
+    `env` is the whole environment of the server (see settings.child_env).
+    """
+    service = spawn("api", api_command(port, server=server, workers=workers, threads=threads, app=app), log_path,
+                    port, cwd=ROOT, env=env)
     service.wait_ready(lambda: port_open(port), timeout=30)
     return service
