@@ -150,6 +150,12 @@ def test_table_is_the_one_lib_ddb_creates_plus_production_safeguards(template):
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
 
 
+def test_table_expires_idempotency_items_on_the_attribute_the_api_writes(template):
+    # Without TTL in AWS, every Idempotency-Key item would be kept (and billed) forever.
+    ttl = template["Resources"]["MessagesTable"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": ddb.TTL_ATTRIBUTE, "Enabled": True}
+
+
 # ----------------------------------------------------- function and mapping
 
 def test_stream_mapping_retries_bisects_reports_items_and_has_a_dead_letter_queue(template):
