@@ -35,7 +35,7 @@ VPC_ACTIONS_ON_ANY_RESOURCE = {"ec2:DescribeNetworkInterfaces", "ec2:DescribeSub
 VPC_ID = "vpc-0123456789abcdef0"
 # One made-up deployment, to compare ARNs built by the template with the policy files' placeholders.
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
-          "AWS::StackName": "cruddur-messaging"}
+          "AWS::StackName": "cruddur-messaging", "AWS::URLSuffix": "amazonaws.com"}
 STREAM_LABEL = "2026-01-01T00:00:00.000"
 # What Fn::If and Ref AWS::NoValue leave out of a resolved list or mapping.
 NO_VALUE = object()
