@@ -306,6 +306,18 @@ def test_vpc_policy_in_the_template_and_in_aws_policies_agree(template):
                        for r in as_list(statement["Resource"]))
 
 
+def test_every_policy_file_is_compared_with_its_template_and_its_placeholders_are_explained():
+    # The tests above and tests/test_cfn_api.py compare these files with the templates, statement by statement.
+    compared = {"api-table-policy.json", "messaging-stream-role-policy.json", "messaging-stream-vpc-policy.json"}
+    files = {p.name for p in POLICY_DIR.glob("*.json")}
+    assert files == compared, "a new policy file needs a test that compares it with the template creating it"
+    readme = (POLICY_DIR / "README.md").read_text()
+    for name in sorted(files):
+        assert f"`{name}`" in readme, f"aws/policies/README.md does not say what {name} is for"
+        for placeholder in sorted(set(re.findall(r"\$\{(\w+)\}", (POLICY_DIR / name).read_text()))):
+            assert f"`${{{placeholder}}}`" in readme, f"aws/policies/README.md does not explain ${{{placeholder}}}"
+
+
 def recording_client(config) -> tuple[object, list[tuple[str, dict]]]:
     """A real DynamoDB client that notes every operation it sends, with its parameters."""
     calls: list[tuple[str, dict]] = []
