@@ -27,12 +27,18 @@ ALLOWED_ACTIONS = {
     "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams",
     "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage",
 }
-VPC_ACTIONS = {"ec2:DescribeNetworkInterfaces", "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface",
-               "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}
+# What Lambda needs to attach the function to subnets (AWSLambdaVPCAccessExecutionRole v3 without logs),
+# and the part of it EC2 cannot scope to a resource (Describe* actions have no resource-level permissions).
+VPC_ACTIONS = {"ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets", "ec2:CreateNetworkInterface",
+               "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}
+VPC_ACTIONS_ON_ANY_RESOURCE = {"ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"}
+VPC_ID = "vpc-0123456789abcdef0"
 # One made-up deployment, to compare ARNs built by the template with the policy files' placeholders.
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
-          "AWS::StackName": "cruddur-messaging"}
+          "AWS::StackName": "cruddur-messaging", "AWS::URLSuffix": "amazonaws.com"}
 STREAM_LABEL = "2026-01-01T00:00:00.000"
+# What Fn::If and Ref AWS::NoValue leave out of a resolved list or mapping.
+NO_VALUE = object()
 TRANSACT_ACTIONS = {"Put": "dynamodb:PutItem", "Delete": "dynamodb:DeleteItem", "Update": "dynamodb:UpdateItem",
                     "ConditionCheck": "dynamodb:ConditionCheckItem"}
 
@@ -45,18 +51,25 @@ def template() -> dict:
 
 
 class Resolver:
-    """Evaluate the intrinsic functions the template uses, for one made-up deployment."""
+    """Evaluate the intrinsic functions the templates use, for one made-up deployment."""
 
-    def __init__(self, template: dict, **parameters: str):
+    def __init__(self, template: dict, imports: dict | None = None, stack_name: str | None = None,
+                 **parameters: str):
         self.template = template
+        self.imports = imports or {}
+        self.pseudo = {**PSEUDO, "AWS::StackName": stack_name or PSEUDO["AWS::StackName"]}
         self.values = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
         self.values.update(parameters)
 
-    def ref(self, name: str) -> str:
-        if name in PSEUDO:
-            return PSEUDO[name]
+    def ref(self, name: str):
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.pseudo:
+            return self.pseudo[name]
         if name in self.values:
-            return self.values[name]
+            kind = self.template["Parameters"][name]["Type"]
+            is_list = kind == "CommaDelimitedList" or kind.startswith("List<")
+            return self.values[name].split(",") if is_list else self.values[name]
         props = self.template["Resources"][name]["Properties"]
         for key in ("TableName", "FunctionName", "RoleName", "QueueName", "LogGroupName"):
             if key in props:
@@ -73,9 +86,32 @@ class Resolver:
             return f"arn:aws:sqs:{region}:{account}:{self.ref(name)}"
         raise NotImplementedError(f"{name}.{attribute}")
 
+    def condition(self, name: str) -> bool:
+        """Whether the template's condition holds for this deployment."""
+        return self.holds(self.template["Conditions"][name])
+
+    def holds(self, node: dict) -> bool:
+        ((function, argument),) = node.items()
+        if function == "Condition":
+            return self.condition(argument)
+        if function == "Fn::Equals":
+            return self(argument[0]) == self(argument[1])
+        if function == "Fn::Not":
+            return not self.holds(argument[0])
+        if function == "Fn::And":
+            return all(self.holds(a) for a in argument)
+        if function == "Fn::Or":
+            return any(self.holds(a) for a in argument)
+        raise NotImplementedError(function)
+
+    def exports(self) -> dict[str, str]:
+        """The stack's exported output values by export name."""
+        return {self(o["Export"]["Name"]): self(o["Value"])
+                for o in self.template.get("Outputs", {}).values() if "Export" in o}
+
     def __call__(self, node):
         if isinstance(node, list):
-            return [self(n) for n in node]
+            return [v for v in (self(n) for n in node) if v is not NO_VALUE]
         if not isinstance(node, dict):
             return node
         if set(node) == {"Ref"}:
@@ -83,6 +119,20 @@ class Resolver:
         if set(node) == {"Fn::GetAtt"}:
             target = node["Fn::GetAtt"]
             return self.get_att(*(target.split(".", 1) if isinstance(target, str) else target))
+        if set(node) == {"Fn::If"}:
+            name, if_true, if_false = node["Fn::If"]
+            return self(if_true if self.condition(name) else if_false)
+        if set(node) == {"Fn::ImportValue"}:
+            return self.imports[self(node["Fn::ImportValue"])]
+        if set(node) == {"Fn::Join"}:
+            separator, parts = node["Fn::Join"]
+            return separator.join(self(parts))
+        if set(node) == {"Fn::Split"}:
+            separator, text = node["Fn::Split"]
+            return self(text).split(separator)
+        if set(node) == {"Fn::Select"}:
+            index, items = node["Fn::Select"]
+            return self(items)[int(self(index))]
         if set(node) == {"Fn::Sub"}:
             text, names = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
 
@@ -93,7 +143,8 @@ class Resolver:
                 return self.get_att(*name.split(".", 1)) if "." in name else self.ref(name)
 
             return re.sub(r"\$\{([^}!]+)\}", value, text)
-        return {k: self(v) for k, v in node.items()}
+        resolved = {k: self(v) for k, v in node.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
 
 def policy_file(name: str, **extra: str) -> dict:
@@ -107,9 +158,14 @@ def policy_file(name: str, **extra: str) -> dict:
     return json.loads(filled)
 
 
+def role_policies(template: dict, **parameters: str) -> dict[str, dict]:
+    """The stream function role's inline policies by name, for a deployment with these parameters."""
+    policies = Resolver(template, **parameters)(template["Resources"]["StreamFunctionRole"]["Properties"]["Policies"])
+    return {p["PolicyName"]: p["PolicyDocument"] for p in policies}
+
+
 def role_policy(template: dict) -> dict:
-    (policy,) = template["Resources"]["StreamFunctionRole"]["Properties"]["Policies"]
-    return Resolver(template)(policy["PolicyDocument"])
+    return role_policies(template)["messaging-stream"]
 
 
 def as_list(value) -> list:
@@ -148,6 +204,12 @@ def test_table_is_the_one_lib_ddb_creates_plus_production_safeguards(template):
     assert props["SSESpecification"]["SSEEnabled"] is True
     assert props["DeletionProtectionEnabled"] is True
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+
+
+def test_table_expires_idempotency_items_on_the_attribute_the_api_writes(template):
+    # Without TTL in AWS, every Idempotency-Key item would be kept (and billed) forever.
+    ttl = template["Resources"]["MessagesTable"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": ddb.TTL_ATTRIBUTE, "Enabled": True}
 
 
 # ----------------------------------------------------- function and mapping
@@ -192,7 +254,22 @@ def test_vpc_settings_apply_only_when_a_vpc_is_given(template):
     endpoint = resources["DynamoDBGatewayEndpoint"]
     assert endpoint["Condition"] == "AddGatewayEndpoint"
     assert endpoint["Properties"]["VpcEndpointType"] == "Gateway"
-    assert resources["StreamFunctionVpcPolicy"]["Condition"] == "InVpc"
+    assert "messaging-stream-vpc" in role_policies(template, VpcId=VPC_ID)
+    assert "messaging-stream-vpc" not in role_policies(template)
+
+
+def test_function_is_created_only_once_its_role_grants_everything(template):
+    # GIVEN the function and every policy resource that grants its role something
+    resources = template["Resources"]
+    function = resources["StreamFunction"]
+    separate = {name for name, r in resources.items()
+                if r["Type"] in {"AWS::IAM::Policy", "AWS::IAM::RolePolicy", "AWS::IAM::ManagedPolicy"}
+                and "StreamFunctionRole" in json.dumps(r["Properties"])}
+    # THEN the function waits for the role (inline policies are part of it) and for each separate policy:
+    # without that, Lambda could be asked to create network interfaces before it may
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": ["StreamFunctionRole", "Arn"]}
+    assert separate <= set(as_list(function.get("DependsOn", [])))
+    assert not any("Condition" in resources[name] for name in separate)  # DependsOn on those is invalid
 
 
 # ------------------------------------------------------------------ policy
@@ -216,14 +293,29 @@ def test_role_policy_in_the_template_and_in_aws_policies_agree(template):
 
 
 def test_vpc_policy_in_the_template_and_in_aws_policies_agree(template):
-    resolve = Resolver(template, VpcId="vpc-0123456789abcdef0")
-    in_template = resolve(template["Resources"]["StreamFunctionVpcPolicy"]["Properties"]["PolicyDocument"])
-    assert in_template == policy_file("messaging-stream-vpc-policy.json", VpcId="vpc-0123456789abcdef0")
+    in_template = role_policies(template, VpcId=VPC_ID)["messaging-stream-vpc"]
+    assert in_template == policy_file("messaging-stream-vpc-policy.json", VpcId=VPC_ID)
+    assert {a for s in in_template["Statement"] for a in as_list(s["Action"])} == VPC_ACTIONS
     for statement in in_template["Statement"]:
-        assert set(as_list(statement["Action"])) <= VPC_ACTIONS
-        # EC2 cannot scope DescribeNetworkInterfaces to a resource: that one action gets "*".
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
         if statement["Resource"] == "*":
-            assert as_list(statement["Action"]) == ["ec2:DescribeNetworkInterfaces"]
+            assert set(as_list(statement["Action"])) <= VPC_ACTIONS_ON_ANY_RESOURCE
+        else:
+            # Everything else stays in this account and region.
+            assert all(r.startswith(f"arn:aws:ec2:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:")
+                       for r in as_list(statement["Resource"]))
+
+
+def test_every_policy_file_is_compared_with_its_template_and_its_placeholders_are_explained():
+    # The tests above and tests/test_cfn_api.py compare these files with the templates, statement by statement.
+    compared = {"api-table-policy.json", "messaging-stream-role-policy.json", "messaging-stream-vpc-policy.json"}
+    files = {p.name for p in POLICY_DIR.glob("*.json")}
+    assert files == compared, "a new policy file needs a test that compares it with the template creating it"
+    readme = (POLICY_DIR / "README.md").read_text()
+    for name in sorted(files):
+        assert f"`{name}`" in readme, f"aws/policies/README.md does not say what {name} is for"
+        for placeholder in sorted(set(re.findall(r"\$\{(\w+)\}", (POLICY_DIR / name).read_text()))):
+            assert f"`${{{placeholder}}}`" in readme, f"aws/policies/README.md does not explain ${{{placeholder}}}"
 
 
 def recording_client(config) -> tuple[object, list[tuple[str, dict]]]:
