@@ -30,6 +30,8 @@ _RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThro
                       "RequestLimitExceeded"}
 _BUSY = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
          "InternalServerError", "ServiceUnavailable"}
+# The task's role or credentials do not let it use the table: an operator's problem, a 503 for clients.
+_DENIED = {"AccessDeniedException", "UnrecognizedClientException", "MissingAuthenticationTokenException"}
 
 
 @contextlib.contextmanager
@@ -45,6 +47,9 @@ def translate_errors() -> Iterator[None]:
             raise TableMissing(detail=f"table missing: {exc}") from exc
         if code in _BUSY:
             raise DynamoDBUnavailable(detail=f"DynamoDB busy: {code}") from exc
+        if code in _DENIED:
+            log.error("DynamoDB refused our credentials: %s", exc)
+            raise DynamoDBUnavailable(detail=f"DynamoDB access denied: {code}") from exc
         raise
     except BotoCoreError as exc:
         raise DynamoDBUnavailable(detail=f"DynamoDB failed: {exc}") from exc
