@@ -128,6 +128,24 @@ def auth(make_user):
     return make_user()
 
 
+@pytest.fixture
+def alice(auth):
+    """A signed-in user."""
+    return auth
+
+
+@pytest.fixture
+def bob(make_user):
+    """A second signed-in user."""
+    return make_user()
+
+
+@pytest.fixture
+def carol(make_user):
+    """A third user, in nobody's conversation."""
+    return make_user()
+
+
 # --- API fixtures
 
 COGNITO_LOCAL_KEY_FILE = ROOT / "node_modules" / "cognito-local" / "lib" / "keys" / "cognitoLocal.private.json"

@@ -90,6 +90,14 @@ def test_seed_writes_the_demo_conversation_once_and_the_patterns_show_it(script_
     assert [(g["uuid"], g["handle"], g["message"]) for g in listed["items"]] == [
         (group, ann["handle"], page["items"][-1]["message"])]
     assert listed["consumed_capacity"]
+    # AND unread-counts shows, in one Query, what each has not read: the demo alternates ann, bob, ...
+    # and ends with bob's message, so ann has one unread and bob none (sending marks read)
+    for who, count in ((ann, 1), (bob, 0)):
+        unread = json.loads(run("patterns/unread-counts", who["handle"], "--json", env=script_env).stdout)
+        assert [(g["uuid"], g["unread_count"]) for g in unread["items"]] == [(group, count)]
+        assert len(unread["consumed_capacity"]) == 1
+    text = run("patterns/unread-counts", bob["handle"], env=script_env)
+    assert text.returncode == 0 and ann["handle"] in text.stdout and "consumed capacity" in text.stderr
     # AND seed --messages adds a large, older history in batches, with a progress bar on stderr
     bulk = run("seed", *handles, "--messages", "130", env=script_env)
     assert bulk.returncode == 0 and "added 130 messages" in bulk.stdout, bulk.stderr

@@ -129,7 +129,8 @@ def test_a_stale_view_of_a_row_cannot_move_or_duplicate_it(ddb_client, table):
     [stale] = rows_of(ddb_client, table, a, group)
     messages.move_message_groups(group, ts(days=1), "moved")
     # WHEN it tries to move the row from where it saw it
-    moved = messages.move_row(group, stale, ts(days=2), "from stale view")
+    later = ts(days=2)
+    moved = messages.move_row(group, stale, {**stale, "message": "from stale view", "last_message_at": later})
     # THEN the condition refuses, and the row is still single and where the first move put it
     assert moved is False
     [row] = rows_of(ddb_client, table, a, group)
@@ -160,9 +161,10 @@ def test_move_steps_aside_when_another_conversation_of_the_owner_sits_at_that_mi
 
 
 def test_message_from_image_accepts_only_message_items():
-    message = {"pk": {"S": "MSG#g"}, "sk": {"S": "2026-11-22T08:03:06.045123+00:00"}, "message": {"S": "hi"}}
+    message = {"pk": {"S": "MSG#g"}, "sk": {"S": "2026-11-22T08:03:06.045123+00:00"}, "message": {"S": "hi"},
+               "user_uuid": {"S": "u"}}
     assert ddb.message_from_image(message) == {"message_group_uuid": "g", "sk": message["sk"]["S"],
-                                               "message": "hi"}
+                                               "message": "hi", "sender": "u"}
     for pk in ("MBR#g", "GRP#u", "IDEM#u"):
         assert ddb.message_from_image({**message, "pk": {"S": pk}}) is None
 

@@ -73,7 +73,11 @@ class ReadsMixin:
         return {"items": page, "next": encode_cursor(pk, page[-1]["sk"]) if more and page else None}
 
     def is_member(self, message_group_uuid: str, user_uuid: str) -> bool:
-        """Tell whether the user takes part in the conversation (strongly consistent read).
+        """Tell whether the user takes part in the conversation (strongly consistent read)."""
+        return self.membership(message_group_uuid, user_uuid) is not None
+
+    def membership(self, message_group_uuid: str, user_uuid: str) -> dict | None:
+        """Return the user's membership item ({} or {"last_read_at"}) read strongly consistent, or None.
 
         A conversation written by the original bootcamp code has conversation
         rows but no membership items: when the item is missing, the index is
@@ -81,18 +85,19 @@ class ReadsMixin:
         membership items are written, so the next check is the cheap one.
         """
         if not is_uuid(message_group_uuid) or not isinstance(user_uuid, str) or not 0 < len(user_uuid) <= 128:
-            return False
+            return None
         with translate_errors():
             response = self.client.get_item(TableName=self.name, Key=key(MEMBER_PREFIX + message_group_uuid,
                                                                          user_uuid),
-                                            ConsistentRead=True, ProjectionExpression="pk")
+                                            ConsistentRead=True, ProjectionExpression="pk, last_read_at")
         if "Item" in response:
-            return True
+            found = from_item(response["Item"])
+            return {"last_read_at": found["last_read_at"]} if "last_read_at" in found else {}
         owners = self.row_owners(message_group_uuid)
         if user_uuid not in owners:
-            return False
+            return None
         self.backfill_membership(message_group_uuid, owners)
-        return True
+        return {}
 
     def row_owners(self, message_group_uuid: str) -> set[str]:
         """Return the users who own a conversation row of the group, as the index shows them."""

@@ -99,9 +99,9 @@ class WritesMixin:
                 "sender_member": _put(self.name, membership_item(group, sender["uuid"], sk)),
                 "receiver_member": _put(self.name, membership_item(group, receiver["uuid"], sk)),
                 "sender_row": _put(self.name, row_item(owner=sender, other=receiver, group=group, sk=sk,
-                                                       message=message)),
+                                                       message=message, sender=sender)),
                 "receiver_row": _put(self.name, row_item(owner=receiver, other=sender, group=group, sk=sk,
-                                                         message=message)),
+                                                         message=message, sender=sender)),
                 "message": _put(self.name, message_item(group, sk, message_uuid, sender, message)),
             }
             if idem:
