@@ -16,12 +16,12 @@ import pytest
 
 from backend_flask.app import create_app
 from backend_flask.config import ROOT, Config
-from backend_flask.lib import ddb
+from backend_flask.lib import db, ddb
 from backend_flask.lib.aws import make_client
 from toolbox import local_services
 from toolbox import users as tusers
 from toolbox.ephemeral import EphemeralStack, ephemeral_stack
-from toolbox.settings import child_env
+from toolbox.settings import child_env, messages_table
 
 TEST_PASSWORD = "Test-passw0rd!"
 
@@ -64,9 +64,18 @@ def pg_url(config: Config) -> str:
 
 
 @pytest.fixture(scope="session")
+def pool_db(pg_url: str) -> Iterator[db.Db]:
+    """A Db over an open pool on the session database, as the app builds it."""
+    pool = db.make_pool(pg_url, min_size=1, max_size=8, timeout=3.0)
+    pool.open(wait=True, timeout=10)
+    yield db.Db(pool)
+    pool.close()
+
+
+@pytest.fixture(scope="session")
 def ddb_client(config: Config):
     """A DynamoDB client for the session's DynamoDB Local (table created)."""
-    return make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url)
+    return messages_table(config).client
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,8 @@ import pytest
 
 from backend_flask import clients
 from backend_flask.app import create_app
-from backend_flask.lib import ddb
-from backend_flask.lib.aws import make_client
 from toolbox import local_services
+from toolbox.settings import messages_table
 
 MESSAGE_KEYS = {"uuid", "display_name", "handle", "message", "created_at"}
 
@@ -446,8 +445,7 @@ def test_dynamodb_down_is_503_fast_and_recovers_without_restart(config, alice, b
     # GIVEN an app on a DynamoDB Local of its own, with a conversation in it
     port = local_services.free_port()
     own = local_services.start_dynamodb_local(port, None, tmp_path / "ddb1.log")
-    admin = make_client("dynamodb", region=config.aws_region, endpoint_url=own.url)
-    messages = ddb.MessagesTable(admin, config.ddb_message_table)
+    messages = messages_table(config.replace(aws_endpoint_url=own.url))
     app = create_app(config.replace(aws_endpoint_url=own.url, ddb_timeout=1.0, ddb_max_attempts=2))
     client = app.test_client()
     replacement = None

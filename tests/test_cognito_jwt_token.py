@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
 from backend_flask.lib.cognito_jwt_token import InvalidToken, JWKSUnavailable, TokenVerifier
+from tests.helpers import concurrently
 from toolbox.local_services import free_port
 
 
@@ -384,12 +385,7 @@ def test_concurrent_first_requests_download_once(jwks, signers):
     jwks.delay = 0.2
     verifier = make_verifier(jwks)
     token = signers[0].token()
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(verifier.verify(token)["sub"])) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrently(lambda: verifier.verify(token)["sub"], [()] * 8)
     assert results == ["s"] * 8
     assert jwks.hits == 1
 

@@ -30,13 +30,6 @@ def scratch_url(pg_url: str) -> Iterator[str]:
     pg.drop_database(url, force=True)
 
 
-@pytest.fixture(scope="module")
-def pool_db(pg_url: str) -> Iterator[db.Db]:
-    """A Db over an open pool on the session database."""
-    pool = db.make_pool(pg_url, min_size=1, max_size=4, timeout=3.0)
-    pool.open(wait=True, timeout=10)
-    yield db.Db(pool)
-    pool.close()
 
 
 def _dead_url() -> str:

@@ -18,6 +18,7 @@ from backend_flask.lib import ddb
 from backend_flask.lib.ddb import keys, writes
 from backend_flask.lib.ddb.cursors import decode_cursor
 from backend_flask.lib.errors import Conflict, InvalidCursor, NotFound
+from tests.helpers import concurrently
 from toolbox.capacity import consumed_capacity
 
 
@@ -100,22 +101,13 @@ def test_concurrent_moves_leave_one_row_per_owner_with_the_newest_message(ddb_cl
     records = [(ts(days=1, micro=i), f"m{i}") for i in range(12)]
     work = records + random.sample(records, 6)
     random.shuffle(work)
-    errors: list[BaseException] = []
 
     def handle(chunk):
-        try:
-            for sk, text in chunk:
-                messages.move_message_groups(group, sk, text)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        for sk, text in chunk:
+            messages.move_message_groups(group, sk, text)
 
-    threads = [threading.Thread(target=handle, args=(work[i::6],)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    concurrently(handle, [(work[i::6],) for i in range(6)])
     # THEN no error, and each owner has exactly one row, at the newest message
-    assert errors == []
     newest_sk, newest_text = max(records)
     for owner in (a, b):
         [row] = rows_of(ddb_client, table, owner, group)
@@ -222,24 +214,14 @@ def test_both_people_starting_at_the_same_moment_get_one_conversation(ddb_client
     # GIVEN 4 pairs, each pair's people starting their conversation from 2 threads each at once
     pairs = [(person("ann"), person("bob")) for _ in range(4)]
     barrier = threading.Barrier(16)
-    results, errors = [], []
 
     def begin(sender, receiver, n):
         barrier.wait()
-        try:
-            results.append(messages.create_message_group(sender=sender, receiver=receiver,
-                                                     message=f"hi {n}"))
-        except BaseException as exc:
-            errors.append(exc)
+        return messages.create_message_group(sender=sender, receiver=receiver, message=f"hi {n}")
 
-    threads = [threading.Thread(target=begin, args=(s, r, f"{i}-{j}"))
-               for i, (a, b) in enumerate(pairs) for j, (s, r) in enumerate([(a, b), (b, a)] * 2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = concurrently(begin, [(s, r, f"{i}-{j}") for i, (a, b) in enumerate(pairs)
+                                   for j, (s, r) in enumerate([(a, b), (b, a)] * 2)])
     # THEN every call succeeded, each pair has one conversation holding all 4 messages, one row per person
-    assert errors == []
     for a, b in pairs:
         group = ddb.pair_group_uuid(a["uuid"], b["uuid"])
         assert sum(r["message_group_uuid"] == group for r in results) == 4
@@ -295,22 +277,12 @@ def test_twenty_writers_lose_no_message_and_paging_returns_each_once_in_order(dd
     messages = ddb.MessagesTable(ddb_client, table)
     # GIVEN 20 threads each appending 5 messages to one conversation
     a, b, group = start(ddb_client, table, "start")
-    errors = []
 
     def write(n):
-        try:
-            for i in range(5):
-                messages.create_message(message_group_uuid=group, sender=(a, b)[n % 2],
-                                   message=f"t{n}-{i}")
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(5):
+            messages.create_message(message_group_uuid=group, sender=(a, b)[n % 2], message=f"t{n}-{i}")
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    concurrently(write, [(n,) for n in range(20)])
     # WHEN pattern A pages backwards through the conversation, 7 at a time
     pages, cursor = [], None
     while True:
@@ -434,18 +406,12 @@ def test_concurrent_retries_with_one_key_write_one_message(ddb_client, table):
     messages = ddb.MessagesTable(ddb_client, table)
     a, _b, group = start(ddb_client, table)
     barrier = threading.Barrier(6)
-    results = []
 
     def send():
         barrier.wait()
-        results.append(messages.create_message(message_group_uuid=group, sender=a, message="dup",
-                                          idempotency_key="same"))
+        return messages.create_message(message_group_uuid=group, sender=a, message="dup", idempotency_key="same")
 
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = concurrently(send, [()] * 6)
     assert len(results) == 6 and len({r["uuid"] for r in results}) == 1
     assert len(partition(ddb_client, table, f"MSG#{group}")) == 2
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from backend_flask.config import ROOT
 from backend_flask.lib import ddb
-from backend_flask.lib.aws import make_client
 from toolbox import local_services, stream_runner
+from toolbox.settings import messages_table
 
 FAST = {"idle_poll": 0.05, "retry_delay": 0.05, "reconnect_delay": 0.2, "refresh_interval": 0.5}
 
@@ -181,9 +181,8 @@ def test_runner_survives_a_dynamodb_local_restart(tmp_path, config):
     runner = None
     try:
         local = config.replace(aws_endpoint_url=service.url)
-        client = make_client("dynamodb", region=local.aws_region, endpoint_url=service.url)
-        table = local.ddb_message_table
-        messages = ddb.MessagesTable(client, table)
+        messages = messages_table(local)
+        client, table = messages.client, messages.name
         messages.create()
         a, b = ({"uuid": str(uuid.uuid4()), "handle": f"h{n}", "display_name": f"P{n}"} for n in (1, 2))
         first = messages.create_message_group(sender=a, receiver=b, message="before the restart")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
-from backend_flask.lib.ddb import MessagesTable
 from backend_flask.lib.errors import Error
 from toolbox import cognito, local_services, pg, seed, settings, stream_runner, users
 from toolbox.settings import LOCAL_DIR, ROOT
@@ -71,8 +70,7 @@ def prepare_data(config: Config) -> Config:
     result = users.update_cognito_user_ids(config.connection_url, idp, pool_id)
     for handle, _old, new in result["changed"]:
         log.info("user %s -> cognito sub %s", handle, new)
-    table = MessagesTable(make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url),
-                          config.ddb_message_table)
+    table = settings.messages_table(config)
     if table.create():
         log.info("created DynamoDB table %s", config.ddb_message_table)
     group = seed.seed_demo_conversation(table, config.connection_url)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from backend_flask.config import Config
+from backend_flask.lib.aws import make_client
+from backend_flask.lib.ddb import MessagesTable
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_DIR = ROOT / ".local"
@@ -75,3 +77,10 @@ def prod_config(environ: Mapping[str, str] | None = None) -> Config:
 def child_env(config: Config, **extra: str) -> dict[str, str]:
     """Return the environment of a child process of the stack: ours, the config's settings, and `extra`."""
     return {**os.environ, **config.as_env(), **extra, "PYTHONPATH": str(ROOT)}
+
+
+def messages_table(config: Config, **client_options) -> MessagesTable:
+    """Return the messages table the config names, over a client for its endpoint (the one way tools build it)."""
+    options = {"timeout": config.ddb_timeout, "max_attempts": config.ddb_max_attempts, **client_options}
+    client = make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url, **options)
+    return MessagesTable(client, config.ddb_message_table)
