@@ -482,3 +482,29 @@ def test_timestamps_are_utc_fixed_width_with_microseconds():
     values = [ddb.now_iso() for _ in range(50)]
     assert all(len(v) == 32 and v.endswith("+00:00") and ddb.is_timestamp(v) for v in values)
     assert ddb.to_iso(datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=5)))) == "2024-12-31T19:00:00.000000+00:00"
+
+
+def test_a_membership_found_is_remembered_and_a_missing_one_is_asked_again(ddb_client, table):
+    # GIVEN a fresh table object (its own cache) and a conversation
+    messages = ddb.MessagesTable(ddb_client, table)
+    a, b, group = start(ddb_client, table)
+    stranger = person("eve")
+    # WHEN a member is checked twice and a stranger twice
+    with consumed_capacity(ddb_client) as calls:
+        assert messages.is_member(group, a["uuid"]) and messages.is_member(group, a["uuid"])
+    member_calls = len(calls)
+    with consumed_capacity(ddb_client) as calls:
+        assert not messages.is_member(group, stranger["uuid"])
+        assert not messages.is_member(group, stranger["uuid"])
+    # THEN the member cost one read, and the stranger is asked each time (a member may be added later)
+    assert member_calls == 1
+    assert len([c for c in calls if c.get("TableName") == table]) >= 2
+
+
+def test_a_remembered_marker_follows_the_markers_this_process_writes(ddb_client, table):
+    messages = ddb.MessagesTable(ddb_client, table)
+    a, b, group = start(ddb_client, table)
+    assert messages.membership(group, b["uuid"]) == {}
+    first = messages.newest_message_time(group)
+    assert messages.mark_read(group, b["uuid"], first) == first
+    assert messages.membership(group, b["uuid"]) == {"last_read_at": first}

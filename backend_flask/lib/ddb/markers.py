@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from backend_flask.lib.cache import BoundedCache
 from backend_flask.lib.ddb.calls import error_code, translate_errors
 from backend_flask.lib.ddb.keys import MEMBER_PREFIX, MESSAGE_PREFIX, from_item, key, plus_microsecond
 
@@ -26,6 +27,7 @@ class MarkersMixin:
 
     client: Any
     name: str
+    known_members: BoundedCache
 
     def mark_read(self, message_group_uuid: str, user_uuid: str, created_at: str) -> str | None:
         """Move the member's read marker forward to `created_at`; return the marker now stored.
@@ -34,6 +36,12 @@ class MarkersMixin:
         One conditional UpdateItem (1 WCU); the caller avoids calling it when
         the marker is already there, since a failed condition is billed too.
         """
+        marker = self._store_marker(message_group_uuid, user_uuid, created_at)
+        if marker is not None:
+            self.known_members.put((message_group_uuid, user_uuid), {"last_read_at": marker})
+        return marker
+
+    def _store_marker(self, message_group_uuid: str, user_uuid: str, created_at: str) -> str | None:
         with translate_errors():
             try:
                 response = self.client.update_item(

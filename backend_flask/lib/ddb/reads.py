@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from backend_flask.lib.cache import BoundedCache
 from backend_flask.lib.ddb.calls import put_if_absent, translate_errors
 from backend_flask.lib.ddb.cursors import decode_cursor, encode_cursor
 from backend_flask.lib.ddb.keys import (
@@ -38,6 +39,7 @@ class ReadsMixin:
 
     client: Any
     name: str
+    known_members: BoundedCache
 
     def list_messages(self, message_group_uuid: str, *, limit: int = DEFAULT_LIMIT, before: str | None = None) -> dict:
         """A: return one page of a conversation, oldest first, and the cursor of the older page."""
@@ -86,18 +88,24 @@ class ReadsMixin:
         """
         if not is_uuid(message_group_uuid) or not isinstance(user_uuid, str) or not 0 < len(user_uuid) <= 128:
             return None
+        known = self.known_members.get((message_group_uuid, user_uuid))
+        if known is not None:
+            return dict(known)
         with translate_errors():
             response = self.client.get_item(TableName=self.name, Key=key(MEMBER_PREFIX + message_group_uuid,
                                                                          user_uuid),
                                             ConsistentRead=True, ProjectionExpression="pk, last_read_at")
         if "Item" in response:
             found = from_item(response["Item"])
-            return {"last_read_at": found["last_read_at"]} if "last_read_at" in found else {}
-        owners = self.row_owners(message_group_uuid)
-        if user_uuid not in owners:
-            return None
-        self.backfill_membership(message_group_uuid, owners)
-        return {}
+            membership = {"last_read_at": found["last_read_at"]} if "last_read_at" in found else {}
+        else:
+            owners = self.row_owners(message_group_uuid)
+            if user_uuid not in owners:
+                return None  # non-members are never remembered: they may be added later
+            self.backfill_membership(message_group_uuid, owners)
+            membership = {}
+        self.known_members.put((message_group_uuid, user_uuid), membership)
+        return dict(membership)
 
     def row_owners(self, message_group_uuid: str) -> set[str]:
         """Return the users who own a conversation row of the group, as the index shows them."""
