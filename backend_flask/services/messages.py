@@ -14,10 +14,10 @@ from backend_flask.lib.errors import NotFound, Unprocessable
 from backend_flask.services.users import find_user
 
 
-def require_member(table: MessagesTable, user: dict, message_group_uuid: str) -> dict:
+def require_member(table: MessagesTable, user: dict, message_group_uuid: str, *, fresh: bool = False) -> dict:
     """Return the user's membership ({"last_read_at"?}); 404 message_group_not_found if there is none."""
     # Strongly consistent: a conversation created a moment ago is visible.
-    membership = table.membership(message_group_uuid, user["uuid"])
+    membership = table.membership(message_group_uuid, user["uuid"], fresh=fresh)
     if membership is None:
         raise NotFound("message_group_not_found")
     return membership
@@ -44,7 +44,8 @@ def mark_read(table: MessagesTable, user: dict, message_group_uuid: str, created
     A marker never moves backwards; a `created_at` that is no message of the
     conversation is 422 created_at_not_a_message.
     """
-    membership = require_member(table, user, message_group_uuid)
+    # The marker as stored (another process may have moved it): the answer reports it exactly.
+    membership = require_member(table, user, message_group_uuid, fresh=True)
     if created_at is None:
         target = table.newest_message_time(message_group_uuid)
     elif table.message_time(message_group_uuid, created_at) is None:

@@ -78,17 +78,18 @@ class ReadsMixin:
         """Tell whether the user takes part in the conversation (strongly consistent read)."""
         return self.membership(message_group_uuid, user_uuid) is not None
 
-    def membership(self, message_group_uuid: str, user_uuid: str) -> dict | None:
+    def membership(self, message_group_uuid: str, user_uuid: str, *, fresh: bool = False) -> dict | None:
         """Return the user's membership item ({} or {"last_read_at"}) read strongly consistent, or None.
 
         A conversation written by the original bootcamp code has conversation
         rows but no membership items: when the item is missing, the index is
         asked whether the user owns a row of the group, and if so the
         membership items are written, so the next check is the cheap one.
+        A membership found is remembered; `fresh` reads the stored marker anyway.
         """
         if not is_uuid(message_group_uuid) or not isinstance(user_uuid, str) or not 0 < len(user_uuid) <= 128:
             return None
-        known = self.known_members.get((message_group_uuid, user_uuid))
+        known = None if fresh else self.known_members.get((message_group_uuid, user_uuid))
         if known is not None:
             return dict(known)
         with translate_errors():
