@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+from backend_flask.config import ROOT
 from backend_flask.lib import ddb
 from tests.test_ddb import partition
+from toolbox.settings import messages_table
 
 
 def bootcamp_conversation(client, table: str, me: dict, other: dict, texts: list[str]) -> str:
@@ -81,3 +88,89 @@ def test_membership_of_a_bootcamp_conversation_is_written_once_for_both(ddb_clie
     assert messages.is_member(group, b["uuid"])
     # THEN both memberships were backfilled by the first check, one item each
     assert sorted(m["sk"] for m in partition(ddb_client, table, f"MBR#{group}")) == sorted([a["uuid"], b["uuid"]])
+
+
+# ------------------------------------------------------------------ bin/ddb/migrate
+
+def run_migrate(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "bin" / "ddb" / "migrate"), *args], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+@pytest.fixture
+def own_table(script_env, config) -> Iterator[tuple[dict, ddb.MessagesTable]]:
+    """A script environment whose table is this test's own (created, deleted afterwards), and that table."""
+    table = messages_table(config.replace(ddb_message_table=f"migrate-{uuid.uuid4().hex[:10]}"))
+    table.create()
+    yield {**script_env, "DDB_MESSAGE_TABLE": table.name}, table
+    table.delete()
+
+
+def people(n: int) -> list[dict]:
+    return [{"uuid": str(uuid.uuid4()), "handle": f"p{i}{uuid.uuid4().hex[:6]}", "display_name": f"P {i}"}
+            for i in range(n)]
+
+
+def members(table: ddb.MessagesTable, group: str) -> set[str]:
+    return {m["sk"] for m in partition(table.client, table.name, f"MBR#{group}")}
+
+
+def test_migrate_backfills_every_bootcamp_conversation_resumably_and_only_once(own_table, tmp_path):
+    env, table = own_table
+    state = tmp_path / "state.json"
+    # GIVEN three conversations in the bootcamp format and one in this backend's
+    a, b, c, d = people(4)
+    legacy = {bootcamp_conversation(table.client, table.name, x, y, ["hi", "ho"]): {x["uuid"], y["uuid"]}
+              for x, y in ((a, b), (a, c), (c, d))}
+    current = table.create_message_group(sender=b, receiver=d, message="new")["message_group_uuid"]
+    # WHEN migrate runs one small page, stops, and is resumed
+    first = run_migrate("--page-size", "2", "--max-pages", "1", "--state", str(state), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "stopped after 1 pages" in first.stdout and "page 1:" in first.stderr
+    assert json.loads(state.read_text())["position"]
+    rest = run_migrate("--resume", "--page-size", "2", "--state", str(state), env=env)
+    # THEN it finished where the first run stopped, counted everything once, and forgot its state
+    assert rest.returncode == 0, rest.stderr
+    assert "resuming" in rest.stderr and "page 2:" in rest.stderr
+    assert "8 conversation rows: wrote 6 membership items, 2 already there" in rest.stdout
+    assert not state.exists()
+    # AND every participant of every conversation is a member, the new one untouched
+    for group, pair in legacy.items():
+        assert members(table, group) == pair
+    assert members(table, current) == {b["uuid"], d["uuid"]}
+    # AND a second run finds nothing to do
+    again = run_migrate("--state", str(state), env=env)
+    assert again.returncode == 0, again.stderr
+    assert "wrote 0 membership items, 8 already there" in again.stdout
+
+
+def test_migrate_never_replaces_a_membership_written_meanwhile(own_table):
+    env, table = own_table
+    a, b = people(2)
+    group = bootcamp_conversation(table.client, table.name, a, b, ["hi"])
+    # GIVEN b has read the conversation through the API since (membership backfilled, read marker set)
+    assert table.is_member(group, b["uuid"])
+    marker = table.list_messages(group)["items"][-1]["created_at"]
+    assert table.mark_read(group, b["uuid"], marker) == marker
+    # WHEN migrate runs
+    result = run_migrate(env=env)
+    # THEN b's read marker is still there
+    assert result.returncode == 0, result.stderr
+    assert table.membership(group, b["uuid"]) == {"last_read_at": marker}
+
+
+def test_migrate_dry_run_counts_and_writes_nothing(own_table):
+    env, table = own_table
+    a, b = people(2)
+    group = bootcamp_conversation(table.client, table.name, a, b, ["hi"])
+    result = run_migrate("--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "would write 2 membership items" in result.stdout
+    assert members(table, group) == set()
+
+
+def test_migrate_resume_without_a_saved_run_is_one_line(own_table, tmp_path):
+    env, _ = own_table
+    result = run_migrate("--resume", "--state", str(tmp_path / "none.json"), env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: nothing to resume") and result.stderr.count("\n") == 1
