@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
+from backend_flask.lib import budget
 from backend_flask.lib.cognito_jwt_token import InvalidToken, JWKSUnavailable, TokenVerifier
 from tests.helpers import concurrently
 from toolbox.local_services import free_port
@@ -358,6 +359,19 @@ def test_hanging_jwks_endpoint_is_unavailable_within_the_timeout(jwks, signers):
     with pytest.raises(JWKSUnavailable):
         verifier.verify(signers[0].token())
     assert time.monotonic() - started < 1.5
+
+
+def test_a_hanging_jwks_endpoint_costs_a_request_no_more_than_its_budget(jwks, signers):
+    # GIVEN a JWKS endpoint that answers after 3 s, and a verifier that would wait 5 s
+    jwks.keys = [signers[0].public_jwk]
+    jwks.delay = 3
+    verifier = make_verifier(jwks, http_timeout=5.0)
+    # WHEN a token is verified within a budget of half a second
+    started = time.monotonic()
+    with budget.within(0.5), pytest.raises(JWKSUnavailable):
+        verifier.verify(signers[0].token())
+    # THEN the download gave up with the budget
+    assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize("status", [500, 404])

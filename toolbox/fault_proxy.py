@@ -9,6 +9,9 @@ instead of the service, then break the link on purpose:
   stalled connections and forwards again.
 - `cut()`: every connection is closed as soon as it carries a byte.
 - `corrupt()`: replies reach the client as garbage of the same length.
+- `answer(response)`: every connection gets these bytes back at its first
+  request and is closed; nothing reaches the service (an HTTP gateway that
+  sheds load, e.g. with 429 or 503).
 - `hold_reply(pattern, times)`: the next `times` requests whose bytes contain
   `pattern` reach the service, which does the work, but their reply is kept
   from the client until it gives up and closes the connection: the client's
@@ -27,7 +30,7 @@ import socket
 import threading
 from collections import deque
 
-MODES = ("pass", "hang", "cut", "corrupt")
+MODES = ("pass", "hang", "cut", "corrupt", "answer")
 HOLD_LIMIT_SECONDS = 60.0      # a held reply is dropped after this even if the client never gives up
 _CHUNK = 65536
 
@@ -60,6 +63,7 @@ class FaultProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._mode = "pass"
+        self._answer = b""
         self._changed = threading.Condition()
         self._holds: list[list] = []           # [pattern, remaining]
         self._sent: deque[bytes] = deque(maxlen=100_000)
@@ -95,6 +99,11 @@ class FaultProxy:
     def corrupt(self) -> None:
         """Turn every reply into garbage of the same length."""
         self._set("corrupt")
+
+    def answer(self, response: bytes) -> None:
+        """Answer each connection's first request with `response` and close it; forward nothing."""
+        self._answer = response
+        self._set("answer")
 
     def resume(self) -> None:
         """Forward again; connections stalled by hang() are closed (their clients gave up or will)."""
@@ -175,6 +184,10 @@ class FaultProxy:
                     self._stall(link)
                     return
                 if self._mode in ("cut", "closed"):
+                    link.close()
+                    return
+                if self._mode == "answer":
+                    link.client.sendall(self._answer)
                     link.close()
                     return
                 if link.upstream is None:

@@ -24,6 +24,7 @@ import requests
 from jose import jwk, jws
 from jose.exceptions import JWKError, JWSError
 
+from backend_flask.lib import budget
 from backend_flask.lib.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,11 @@ class TokenVerifier:
         key = self._known(kid)
         if key is not None:
             return key
-        with self._lock:
+        # Another request may be downloading: wait for it no longer than the budget allows.
+        wait = budget.remaining()
+        if not self._lock.acquire(timeout=-1 if wait is None else max(0.0, wait)):
+            raise JWKSUnavailable(detail="JWKS download by another request outlived this one's budget")
+        try:
             # Another thread may have refreshed while this one waited.
             key = self._known(kid)
             if key is not None:
@@ -140,6 +145,8 @@ class TokenVerifier:
             if key is None:
                 raise InvalidToken(reason=f"unknown kid {kid!r}")
             return key
+        finally:
+            self._lock.release()
 
     def _known(self, kid: str) -> jwk.Key | None:
         """Return a key already downloaded, unless the pool stopped publishing it longer than the grace ago."""
@@ -177,8 +184,11 @@ class TokenVerifier:
 
     def _fetch(self) -> dict[str, jwk.Key]:
         """Download and parse the JWKS; only RSA signing keys for RS256 are kept."""
+        timeout = budget.bound(self.http_timeout)
         try:
-            response = self._session.get(self.jwks_url, timeout=self.http_timeout)
+            if timeout <= 0:
+                raise requests.Timeout("the request's time budget is spent")
+            response = self._session.get(self.jwks_url, timeout=timeout)
             response.raise_for_status()
             if len(response.content) > MAX_JWKS_BYTES:
                 raise ValueError("JWKS too large")
