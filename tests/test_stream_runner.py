@@ -63,6 +63,18 @@ class Recorder:
                 return outcome
         return self.real(event, context)
 
+    def offers(self, matches: Callable[[dict], bool]) -> list[int]:
+        """How many calls offered each record that `matches` (one count per record, in stream order)."""
+        with self.lock:
+            calls = list(self.calls)
+        counts: dict[str, int] = {}
+        for call in calls:
+            for record in call["Records"]:
+                if matches(record):
+                    sequence = record["dynamodb"]["SequenceNumber"]
+                    counts[sequence] = counts.get(sequence, 0) + 1
+        return list(counts.values())
+
     def groups_seen(self) -> list[set[str]]:
         return [{r["dynamodb"]["Keys"]["pk"]["S"] for r in call["Records"]} for call in self.calls]
 
@@ -91,7 +103,7 @@ def test_conversation_lists_follow_a_new_message_within_2s(stream_runner, ddb_cl
 
 def test_handler_exception_is_retried_and_a_poison_batch_does_not_stop_the_runner(ddb_client, config,
                                                                                      conversation):
-    # GIVEN a runner on a fresh table whose handler raises once for every batch, and always for one group
+    # GIVEN a runner on a fresh table whose handler raises for its first call, and always for one group
     table = fresh_table(ddb_client)
     poison, healthy = conversation(table), conversation(table)
     poison_pk = ddb.MESSAGE_PREFIX + poison["group"]
@@ -105,18 +117,29 @@ def test_handler_exception_is_retried_and_a_poison_batch_does_not_stop_the_runne
     recorder = Recorder(real, fail)
     runner = own_runner(config, table, recorder, max_attempts=3)
     try:
-        # WHEN the poison group gets a message, and after the runner gave up on it, the healthy one does
+        # WHEN the poison group gets a message, and once the runner gave up on it, the healthy one does
         reply(ddb_client, table, poison, "poison")
-        wait_for(lambda: runner.stats["dropped"] >= 1, 5.0, "runner gave up on the poison record")
+        wait_for(lambda: recorder.offers(lambda r: _text(r) == "poison") == [3], 10.0,
+                 "runner tried the poison record three times")
         answer = reply(ddb_client, table, healthy, "still alive")
         # THEN the healthy conversation moves: the runner kept going after the exceptions
-        wait_for(lambda: both_show(ddb_client, table, healthy, answer), 3.0, "healthy rows moved")
-        poison_calls = sum(poison_pk in seen for seen in recorder.groups_seen())
-        assert poison_calls == 3  # bounded: max_attempts, then on to the next records
+        wait_for(lambda: both_show(ddb_client, table, healthy, answer), 5.0, "healthy rows moved")
         assert runner.running
     finally:
         runner.stop()
     assert not runner.running
+    # AND each poison record was offered exactly max_attempts times, however the records were batched
+    poison_offers = recorder.offers(lambda r: r["dynamodb"]["Keys"]["pk"]["S"] == poison_pk)
+    assert len(poison_offers) == 2 and set(poison_offers) == {3}
+    assert runner.stats["dropped"] >= 2
+    assert recorder.offers(lambda r: _text(r) == "still alive") == [1]
+
+
+def _text(record: dict) -> str | None:
+    """The text of a message record (None for other items: rows carry a message text too)."""
+    if not record["dynamodb"]["Keys"]["pk"]["S"].startswith(ddb.MESSAGE_PREFIX):
+        return None
+    return record["dynamodb"].get("NewImage", {}).get("message", {}).get("S")
 
 
 def test_only_reported_records_are_retried_in_lambdas_event_shape(ddb_client, config, conversation):

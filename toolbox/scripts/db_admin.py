@@ -15,7 +15,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from toolbox import pg, users
+from backend_flask.lib.errors import ServiceUnavailable
+from toolbox import pg, settings, users
 from toolbox.scripts.common import ScriptError, cognito_client, config_for, run
 
 
@@ -122,13 +123,15 @@ def setup(args: argparse.Namespace) -> int:
     """Drop and re-create the database, load schema and seed, link the Cognito users."""
     url = database_url("local")
     name = pg.database_name(url)
+    config = config_for("local")
+    if not args.force:
+        refuse_to_orphan(url, config)
     pg.drop_database(url, force=args.force)
     pg.create_database(url)
     print(f"re-created database {name}")
     pg.load_schema(url)
     print(f"loaded {pg.SCHEMA_FILE.relative_to(pg.ROOT)}")
     print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {pg.load_seed(url)} users")
-    config = config_for("local")
     if not config.cognito_user_pool_id:
         print("no user pool id (COGNITO_USER_POOL_ID): skipped update_cognito_user_ids")
         return 0
@@ -139,6 +142,21 @@ def setup(args: argparse.Namespace) -> int:
                           "run bin/db/update_cognito_user_ids once it is reachable") from exc
     print_cognito_report(report)
     return 0
+
+
+def refuse_to_orphan(url: str, config) -> None:
+    """Fail if re-creating the database would orphan conversations of users the seed does not bring back."""
+    table = settings.messages_table(config)
+    try:
+        orphaned = users.users_a_reset_would_orphan(url, table)
+    except ServiceUnavailable as exc:
+        print(f"warning: could not check {table.name} for conversations the reset would orphan ({exc.code})")
+        return
+    if orphaned:
+        shown = ", ".join(orphaned[:5]) + (f" and {len(orphaned) - 5} more" if len(orphaned) > 5 else "")
+        raise ScriptError(f"the reset would orphan the conversations in {table.name} of {len(orphaned)} "
+                          f"user(s) that db/seed.sql does not bring back with the same uuid ({shown}); "
+                          "pass --force to reset anyway")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], bool, bool]] = {
@@ -158,6 +176,11 @@ TARGET_HELP = {
     "default": "the database in CONNECTION_URL (default) or in PROD_CONNECTION_URL (prod)",
     "update_cognito_user_ids": "CONNECTION_URL and cognito-local or COGNITO_ENDPOINT_URL (default), "
                                "or PROD_CONNECTION_URL and real Cognito (prod)",
+}
+FORCE_HELP = {
+    "default": "end the sessions using the database first",
+    "setup": "end the sessions using the database first, and reset even if that orphans conversations "
+             "of users db/seed.sql does not bring back",
 }
 EPILOGS = {
     "connect": "Arguments after -- go to psql, e.g. bin/db/connect -- -c 'SELECT count(*) FROM users'",
@@ -181,7 +204,7 @@ def main(argv: list[str]) -> int:
         parser.add_argument("target", nargs="?", choices=["local", "prod"], default="local",
                             help=TARGET_HELP.get(name, TARGET_HELP["default"]))
     if takes_force:
-        parser.add_argument("--force", action="store_true", help="end the sessions using the database first")
+        parser.add_argument("--force", action="store_true", help=FORCE_HELP.get(name, FORCE_HELP["default"]))
     args = parser.parse_args(argv)
     args.psql_args = psql_args
     return function(args)
