@@ -173,6 +173,15 @@ def test_connect_opens_psql_on_the_database(env, loaded_url):
     assert result.stdout.strip() == pg.database_name(loaded_url)
 
 
+@pytest.mark.parametrize("words", [[], ["local"], ["--"], ["local", "--"]])
+def test_connect_passes_psql_arguments_through(env, loaded_url, words):
+    # WHEN connect gets psql's own options, with or without a target and a `--`
+    result = run_bin("db/connect", *words, "-tA", "-c", "SELECT current_database()", env=env)
+    # THEN psql ran them on the database (no "invalid choice" from our argument parser)
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == pg.database_name(loaded_url)
+
+
 def test_connect_uses_the_embedded_psql_when_the_system_has_none(env, loaded_url, tmp_path):
     # GIVEN a PATH with bash and dirname only (what the shims need), no psql
     for tool in ("bash", "dirname"):

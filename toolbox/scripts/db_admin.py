@@ -74,7 +74,7 @@ def seed(args: argparse.Namespace) -> int:
 
 
 def connect(args: argparse.Namespace) -> int:
-    """Open psql on the database; arguments after -- go to psql."""
+    """Open psql on the database; every other argument goes to psql."""
     url = database_url(args.target)
     psql = pg.psql_path()
     if psql is None:
@@ -183,9 +183,23 @@ FORCE_HELP = {
              "of users db/seed.sql does not bring back",
 }
 EPILOGS = {
-    "connect": "Arguments after -- go to psql, e.g. bin/db/connect -- -c 'SELECT count(*) FROM users'",
+    "connect": "Every other argument goes to psql, e.g. bin/db/connect -c 'SELECT count(*) FROM users' "
+               "(or after --: bin/db/connect prod -- -tA -c '...')",
     "setup": "Works on CONNECTION_URL only; never on prod.",
 }
+
+
+def split_psql_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split connect's arguments: ([local|prod] or --help, for us; everything else, for psql).
+
+    An optional `--` before psql's arguments is dropped, so both
+    `connect -c 'SELECT 1'` and `connect prod -- -c 'SELECT 1'` work.
+    """
+    if argv[:1] in (["-h"], ["--help"]):
+        return argv[:1], []
+    ours = argv[:1] if argv[:1] in (["local"], ["prod"]) else []
+    rest = argv[len(ours):]
+    return ours, rest[1:] if rest[:1] == ["--"] else rest
 
 
 def main(argv: list[str]) -> int:
@@ -195,9 +209,8 @@ def main(argv: list[str]) -> int:
     name, argv = argv[0], argv[1:]
     function, takes_target, takes_force = COMMANDS[name]
     psql_args: list[str] = []
-    if name == "connect" and "--" in argv:
-        at = argv.index("--")
-        argv, psql_args = argv[:at], argv[at + 1:]
+    if name == "connect":
+        argv, psql_args = split_psql_args(argv)
     parser = argparse.ArgumentParser(prog=f"bin/db/{name}", description=function.__doc__,
                                      epilog=EPILOGS.get(name))
     if takes_target:
