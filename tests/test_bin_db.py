@@ -89,8 +89,11 @@ def test_schema_load_twice_then_seed_creates_the_demo_users(env, own_url):
         result = run_bin("db/schema-load", env=env)
         assert result.returncode == 0 and "db/schema.sql" in result.stdout, result
     seeded = run_bin("db/seed", env=env)
-    assert seeded.returncode == 0 and seeded.stdout.rstrip().endswith("3 users"), seeded
+    assert seeded.returncode == 0 and seeded.stdout.rstrip().endswith(": inserted 3 users"), seeded
     assert list(handles(own_url)) == ["andrewbrown", "bayko", "londo"]
+    # AND a second seed says it inserted none, rather than "3 users"
+    again = run_bin("db/seed", env=env)
+    assert again.returncode == 0 and again.stdout.rstrip().endswith(": inserted 0 users (3 were there already)"), again
 
 
 def test_prod_argument_targets_prod_connection_url(env, loaded_url):

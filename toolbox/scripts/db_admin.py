@@ -68,9 +68,16 @@ def schema_load(args: argparse.Namespace) -> int:
 def seed(args: argparse.Namespace) -> int:
     """Insert the demo users that are missing (safe to run again)."""
     url = database_url(args.target)
-    count = pg.load_seed(url)
-    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}: {count} users")
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}: {seed_summary(pg.load_seed(url))}")
     return 0
+
+
+def seed_summary(result: pg.SeedResult) -> str:
+    """Say what the seed inserted and what was there before, e.g. 'inserted 0 users (3 were there already)'."""
+    inserted = f"inserted {result.inserted} user{'s' if result.inserted != 1 else ''}"
+    if not result.existing:
+        return inserted
+    return f"{inserted} ({result.existing} {'was' if result.existing == 1 else 'were'} there already)"
 
 
 def connect(args: argparse.Namespace) -> int:
@@ -131,7 +138,7 @@ def setup(args: argparse.Namespace) -> int:
     print(f"re-created database {name}")
     pg.load_schema(url)
     print(f"loaded {pg.SCHEMA_FILE.relative_to(pg.ROOT)}")
-    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {pg.load_seed(url)} users")
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {seed_summary(pg.load_seed(url))}")
     if not config.cognito_user_pool_id:
         print("no user pool id (COGNITO_USER_POOL_ID): skipped update_cognito_user_ids")
         return 0
