@@ -134,3 +134,31 @@ def test_bad_arguments_are_one_line(script_env, script, args, expected):
 def test_a_malformed_command_line_shows_usage_without_traceback(script_env):
     result = run("seed", "a", "b", "c", env=script_env)
     assert result.returncode == 2 and "give two handles" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_scan_limit_asks_dynamodb_for_that_many_items_only(own_table, ddb_client):
+    # GIVEN a table of 5 items
+    table = own_table["DDB_MESSAGE_TABLE"]
+    messages = ddb.MessagesTable(ddb_client, table)
+    messages.create()
+    for n in range(5):
+        ddb_client.put_item(TableName=table, Item={"pk": {"S": f"TEST#{n}"}, "sk": {"S": "x"}})
+    # WHEN scan runs with --limit 0, 1 and 3
+    outputs = {n: run("scan", "--limit", str(n), env=own_table) for n in (0, 1, 3)}
+    # THEN it prints exactly that many items (0 prints none, not one)
+    assert {n: len(r.stdout.splitlines()) for n, r in outputs.items()} == {0: 0, 1: 1, 3: 3}
+    assert all(r.returncode == 0 and f"items: {n};" in r.stderr for n, r in outputs.items())
+    # AND each Scan call carries the number still wanted, so DynamoDB reads no full page
+    sent: list[dict] = []
+
+    def record(params, **_):
+        sent.append(dict(params))
+
+    ddb_client.meta.events.register("provide-client-params.dynamodb.Scan", record)
+    try:
+        assert len(list(messages.scan(limit=2))) == 2
+        assert list(messages.scan(limit=0)) == []
+    finally:
+        ddb_client.meta.events.unregister("provide-client-params.dynamodb.Scan", record)
+    assert [call.get("Limit") for call in sent] == [2]
+    assert run("scan", "--limit", "-1", env=own_table).returncode == 2
