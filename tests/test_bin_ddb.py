@@ -162,3 +162,15 @@ def test_scan_limit_asks_dynamodb_for_that_many_items_only(own_table, ddb_client
         ddb_client.meta.events.unregister("provide-client-params.dynamodb.Scan", record)
     assert [call.get("Limit") for call in sent] == [2]
     assert run("scan", "--limit", "-1", env=own_table).returncode == 2
+
+
+@pytest.mark.parametrize("script", ["patterns/get-conversation", "patterns/list-conversations",
+                                    "patterns/unread-counts"])
+@pytest.mark.parametrize("limit", ["0", "101", "5000", "ten"])
+def test_pattern_scripts_refuse_a_limit_outside_one_to_a_hundred(script_env, script, limit):
+    # WHEN a pattern script gets a page size the API would refuse too
+    result = run(script, "--limit", limit, env=script_env)
+    # THEN it is a usage error naming the range, not a silently clamped page or a traceback
+    assert result.returncode == 2, result
+    assert "--limit" in result.stderr and "Traceback" not in result.stderr
+    assert "1..100" in result.stderr or "not an integer" in result.stderr
