@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         config = prepare_data(config)
         settings.write_state(config)
         # Pattern E, as the Lambda does it in AWS: conversation lists follow new messages.
-        started.append(stream_runner.start_process(config))
+        started.append(stream_runner.start_process(config, state_file=LOCAL_DIR / "stream-positions.json"))
         if args.no_api:
             print("Local services are up. Ctrl-C stops them.", flush=True)
         elif args.flask_dev:
