@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from backend_flask.config import ROOT
+from tests.helpers import Watched
 from toolbox import dev_pids, local_services
 
 BIN_DEV = ROOT / "bin" / "dev"
@@ -28,48 +26,16 @@ UP = "Local services are up"
 START_TIMEOUT = 240.0    # a bound for a broken start, not a speed expectation
 
 
-class DevProcess:
-    """A bin/dev child process whose output is read line by line."""
+def dev(env: dict[str, str], *args: str) -> Watched:
+    """Start bin/dev in a session of its own, its output read as it comes."""
+    return Watched([str(BIN_DEV), *args], env=env)
 
-    def __init__(self, env: dict[str, str], *args: str):
-        self.process = subprocess.Popen([str(BIN_DEV), *args], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, text: str, timeout: float = START_TIMEOUT) -> None:
-        """Read output until a line contains text; fail with the output if bin/dev ends or time runs out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"bin/dev ended before {text!r}:\n" + "\n".join(self.lines))
-            self.lines.append(line)
-            if text in line:
-                return
-        raise AssertionError(f"no {text!r} within {timeout:.0f}s:\n" + "\n".join(self.lines))
-
-    def finish(self, timeout: float = 60) -> str:
-        """Wait for the process to end; return all its output."""
-        self.process.wait(timeout)
-        while (line := self._queue.get(timeout=10)) is not None:
-            self.lines.append(line)
-        return "\n".join(self.lines)
-
-    def kill_everything(self) -> None:
-        """Last resort in a finally: SIGKILL bin/dev and whatever its record names."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+def kill(process: Watched | None) -> None:
+    """Last resort in a finally: SIGKILL that bin/dev (the dev_env fixture stops what it recorded)."""
+    if process is not None and process.process.poll() is None:
+        process.process.kill()
+        process.process.wait()
 
 
 @pytest.fixture
@@ -102,19 +68,19 @@ def running(entries: list[dev_pids.Recorded]) -> list[str]:
 
 def test_dev_stop_ends_what_a_sigkilled_bin_dev_left_running(dev_env):
     # GIVEN a bin/dev that is up, with its services recorded
-    dev = DevProcess(dev_env, "--no-api")
+    dev_process = dev(dev_env, "--no-api")
     try:
-        dev.wait_for(UP)
+        dev_process.wait_for(UP, START_TIMEOUT)
         services = recorded(dev_env).services
         assert {"postgres", "dynamodb-local", "cognito-local", "stream-runner"} <= {s.name for s in services}
         # WHEN it is killed outright: its services stay up (they run in sessions of their own)
-        dev.process.send_signal(signal.SIGKILL)
-        dev.process.wait(30)
+        dev_process.process.send_signal(signal.SIGKILL)
+        dev_process.process.wait(30)
         assert sorted(running(services)) == sorted(s.name for s in services)
         # AND the user runs bin/dev --stop
         stop = subprocess.run([str(BIN_DEV), "--stop"], env=dev_env, capture_output=True, text=True, timeout=120)
     finally:
-        dev.kill_everything()
+        kill(dev_process)
     # THEN every one of them is stopped, by name and pid, and the records are gone
     assert stop.returncode == 0, stop
     for service in services:
@@ -128,17 +94,17 @@ def test_dev_stop_ends_what_a_sigkilled_bin_dev_left_running(dev_env):
 
 
 def test_the_next_bin_dev_cleans_up_after_a_killed_one_and_refuses_to_run_beside_a_live_one(dev_env):
-    first = DevProcess(dev_env, "--no-api")
-    second = third = None
+    first = dev(dev_env, "--no-api")
+    second = None
     try:
         # GIVEN a bin/dev killed outright, its services still up
-        first.wait_for(UP)
+        first.wait_for(UP, START_TIMEOUT)
         left_behind = recorded(dev_env).services
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(30)
         # WHEN bin/dev starts again
-        second = DevProcess(dev_env, "--no-api")
-        second.wait_for(UP)
+        second = dev(dev_env, "--no-api")
+        second.wait_for(UP, START_TIMEOUT)
         # THEN it stopped what the dead one left (saying which pids) and started its own services
         output = "\n".join(second.lines)
         for service in left_behind:
@@ -160,12 +126,11 @@ def test_the_next_bin_dev_cleans_up_after_a_killed_one_and_refuses_to_run_beside
         stop = subprocess.run([str(BIN_DEV), "--stop"], env=dev_env, capture_output=True, text=True, timeout=120)
         # THEN the running bin/dev stopped cleanly, with its services
         assert stop.returncode == 0 and f"stopped bin/dev (pid {second.process.pid})" in stop.stdout, stop
-        assert second.finish() and second.process.returncode == 0
+        assert second.finish() == 0, second.output
         assert dev_pids.wait_gone(fresh.services, 30) == []
     finally:
-        for dev in (first, second):
-            if dev is not None:
-                dev.kill_everything()
+        kill(first)
+        kill(second)
 
 
 def test_a_recorded_pid_that_now_belongs_to_another_program_is_left_alone(dev_env):
