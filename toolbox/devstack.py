@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from backend_flask.config import Config
-from backend_flask.lib.aws import make_client
 from backend_flask.lib.errors import Error
-from toolbox import cognito, dev_pids, local_services, pg, seed, settings, stream_runner, users
+from toolbox import demo, dev_pids, local_services, pg, settings, stream_runner
 from toolbox.settings import LOCAL_DIR, ROOT
 
 log = logging.getLogger("bin/dev")
@@ -116,26 +115,6 @@ def start_services(config: Config, env_has_db_url: bool) -> tuple[list[local_ser
     return started, config
 
 
-def prepare_data(config: Config) -> Config:
-    """Load schemas, create the pool and demo users once, and return the config with the pool ids."""
-    pg.load_schema(config.connection_url)
-    pg.run_script(config.connection_url, pg.SEED_FILE)
-    idp = make_client("cognito-idp", region=config.cognito_region, endpoint_url=config.cognito_endpoint_url)
-    pool_id, client_id = cognito.ensure_pool(idp)
-    config = config.replace(cognito_user_pool_id=pool_id, cognito_client_id=client_id)
-    users.sign_up_all(config.connection_url, idp, pool_id, client_id, settings.DEMO_PASSWORD)
-    result = users.update_cognito_user_ids(config.connection_url, idp, pool_id)
-    for handle, _old, new in result["changed"]:
-        log.info("user %s -> cognito sub %s", handle, new)
-    table = settings.messages_table(config)
-    if table.create():
-        log.info("created DynamoDB table %s", config.ddb_message_table)
-    group = seed.seed_demo_conversation(table, config.connection_url)
-    if group:
-        log.info("wrote the demo conversation %s", group)
-    return config
-
-
 def stop_all(services: list[local_services.Service]) -> None:
     """Stop services in reverse start order."""
     for service in reversed(services):
@@ -187,7 +166,7 @@ def run_stack(args: argparse.Namespace) -> int:
     local_services.on_spawn.append(record)
     try:
         started, config = start_services(base, env_has_db_url)
-        config = prepare_data(config)
+        config = demo.prepare(config)
         settings.write_state(config)
         # Pattern E, as the Lambda does it in AWS: conversation lists follow new messages.
         started.append(stream_runner.start_process(config, state_file=LOCAL_DIR / "stream-positions.json"))
