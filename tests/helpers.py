@@ -64,9 +64,17 @@ class Watched:
     def finish(self, timeout: float = 120.0) -> int:
         """Wait for the process to end and for the rest of its output; return its exit status."""
         self.process.wait(timeout)
-        while (line := self._queue.get(timeout=10)) is not None:
-            self.lines.append(line)
+        self._drain()
         return self.process.returncode
+
+    def _drain(self) -> None:
+        import queue
+
+        try:
+            while (line := self._queue.get(timeout=10)) is not None:
+                self.lines.append(line)
+        except queue.Empty:
+            pass  # a child that outlived it still holds the pipe: what came so far is enough
 
     def stop(self) -> None:
         """End the process and its group (SIGTERM, then SIGKILL) if it still runs."""
@@ -81,3 +89,51 @@ class Watched:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+            self._drain()
+
+
+class DockerStage:
+    """One stage of a Dockerfile: its name, what it is built FROM, and its instructions in order."""
+
+    def __init__(self, base: str, name: str | None):
+        self.base, self.name = base, name
+        self.instructions: list[tuple[str, str]] = []   # (KEYWORD, the rest of the line)
+
+    def args(self, keyword: str) -> list[str]:
+        """The argument text of every instruction with this keyword."""
+        return [rest for key, rest in self.instructions if key == keyword]
+
+    def copies(self) -> list[str]:
+        """The sources of its COPY instructions (COPY --from=... excluded)."""
+        return [rest.split()[0] for rest in self.args("COPY") if not rest.startswith("--from")]
+
+    def env(self) -> dict[str, str]:
+        """Its ENV settings (KEY=value form)."""
+        import shlex
+
+        return dict(pair.split("=", 1) for rest in self.args("ENV") for pair in shlex.split(rest))
+
+    def cmd(self) -> list[str] | None:
+        """Its last CMD, in exec (JSON) form."""
+        import json
+
+        found = self.args("CMD")
+        return json.loads(found[-1]) if found else None
+
+
+def dockerfile_stages(path) -> list[DockerStage]:
+    """Parse a Dockerfile (comments dropped, continued lines joined) into its stages, in order."""
+    import re
+
+    text = re.sub(r"\\\n\s*", " ", "\n".join(line for line in path.read_text().splitlines()
+                                            if not line.lstrip().startswith("#")))
+    stages: list[DockerStage] = []
+    for line in filter(None, (raw.strip() for raw in text.splitlines())):
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "FROM":
+            words = rest.split()
+            stages.append(DockerStage(words[0], words[2] if len(words) > 2 and words[1].upper() == "AS" else None))
+        else:
+            stages[-1].instructions.append((keyword, rest))
+    return stages

@@ -6,10 +6,8 @@ import logging
 import os
 import subprocess
 import uuid
-from pathlib import Path
 
 import psycopg
-import yaml
 
 from backend_flask import clients
 from backend_flask.app import create_app
@@ -99,16 +97,6 @@ def test_ci_runs_bin_test():
     text = (ROOT / ".ci" / "run").read_text()
     assert "bin/test" in text
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
-
-
-def test_docker_compose_declares_the_whole_stack():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"backend-flask", "db", "dynamodb-local", "cognito-local", "stream-runner"} <= set(services)
-    assert services["backend-flask"]["build"]
-    assert "4567:4567" in [str(p) for p in services["backend-flask"]["ports"]]
-    assert Path(ROOT / services["backend-flask"]["build"]["context"] /
-                services["backend-flask"]["build"].get("dockerfile", "Dockerfile")).exists()
 
 
 def test_an_api_started_without_its_user_pool_says_so_as_an_error(config, caplog):
