@@ -258,27 +258,27 @@ def sequence_numbers(recorder: Recorder) -> set[str]:
     return {r["dynamodb"]["SequenceNumber"] for call in recorder.calls for r in call["Records"]}
 
 
+def run_until_moved(ddb_client, config, table: str, convo: dict, text: str,
+                    checkpoints: stream_runner.Checkpoints) -> tuple[Recorder, str]:
+    """Run a runner on these positions until a reply with `text` moved both rows; return its calls and stream."""
+    recorder = Recorder(stream_runner.lambda_handler(ddb_client, table))
+    runner = own_runner(config, table, recorder, checkpoints=checkpoints)
+    try:
+        answer = reply(ddb_client, table, convo, text)
+        wait_for(lambda: both_show(ddb_client, table, convo, answer), 5.0, f"rows moved to {text!r}")
+    finally:
+        runner.stop()
+    return recorder, runner.stream_arn
+
+
 def test_a_restarted_runner_resumes_after_the_last_processed_record(ddb_client, config, conversation):
     # GIVEN a runner that processed a conversation's records and stopped, keeping its positions in memory
     table = fresh_table(ddb_client)
     convo = conversation(table)
     checkpoints = stream_runner.Checkpoints()
-    real = stream_runner.lambda_handler(ddb_client, table)
-    first = Recorder(real)
-    runner = own_runner(config, table, first, checkpoints=checkpoints)
-    try:
-        answer = reply(ddb_client, table, convo, "before the restart")
-        wait_for(lambda: both_show(ddb_client, table, convo, answer), 5.0, "first runner moved the rows")
-    finally:
-        runner.stop()
+    first, _arn = run_until_moved(ddb_client, config, table, convo, "before the restart", checkpoints)
     # WHEN a new runner starts from those positions and a new message lands
-    second = Recorder(real)
-    runner = own_runner(config, table, second, checkpoints=checkpoints)
-    try:
-        answer = reply(ddb_client, table, convo, "after the restart")
-        wait_for(lambda: both_show(ddb_client, table, convo, answer), 5.0, "second runner moved the rows")
-    finally:
-        runner.stop()
+    second, _arn = run_until_moved(ddb_client, config, table, convo, "after the restart", checkpoints)
     # THEN it got the new records only: nothing the first runner had processed was delivered again
     # (a shard is read in order, so the new message could not have come before a replay)
     assert sequence_numbers(second) and not sequence_numbers(second) & sequence_numbers(first)
@@ -291,26 +291,13 @@ def test_positions_kept_in_a_file_carry_over_to_a_new_process(ddb_client, config
     table = fresh_table(ddb_client)
     convo = conversation(table)
     state = tmp_path / "positions.json"
-    real = stream_runner.lambda_handler(ddb_client, table)
-    first = Recorder(real)
-    runner = own_runner(config, table, first, checkpoints=stream_runner.Checkpoints(state))
-    try:
-        answer = reply(ddb_client, table, convo, "kept in a file")
-        wait_for(lambda: both_show(ddb_client, table, convo, answer), 5.0, "rows moved")
-    finally:
-        runner.stop()
+    first, arn = run_until_moved(ddb_client, config, table, convo, "kept in a file", stream_runner.Checkpoints(state))
     # WHEN the file is read afresh (as a restarted bin/dev does) by a new runner
     saved = stream_runner.Checkpoints(state)
-    assert saved.positions(runner.stream_arn) and saved.positions("arn:of:another:stream") == {}
-    second = Recorder(real)
-    runner = own_runner(config, table, second, checkpoints=saved)
-    try:
-        answer = reply(ddb_client, table, convo, "next")
-        wait_for(lambda: both_show(ddb_client, table, convo, answer), 5.0, "rows moved again")
-    finally:
-        runner.stop()
+    assert saved.positions(arn) and saved.positions("arn:of:another:stream") == {}
+    second, _arn = run_until_moved(ddb_client, config, table, convo, "next", saved)
     # THEN nothing was delivered twice
-    assert not sequence_numbers(second) & sequence_numbers(first)
+    assert sequence_numbers(second) and not sequence_numbers(second) & sequence_numbers(first)
 
 
 def test_info_logs_one_summary_line_per_interval_not_one_per_batch(ddb_client, config, conversation, caplog):
