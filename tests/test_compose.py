@@ -43,7 +43,8 @@ STAGES = {stage.name: stage for stage in dockerfile_stages(ROOT / "Dockerfile") 
 # either stack: (host port, container port).
 HOST_PORTS = {"backend-flask": (4567, 4567), "db": (15432, 5432), "dynamodb-local": (8000, 8000),
               "cognito-local": (9229, 9229)}
-WAIT = 180.0     # bounds a broken run; nothing here expects a speed
+WAIT = 120.0     # bounds a broken run; nothing here expects a speed
+pytestmark = pytest.mark.timeout(600)
 
 
 def interpolated(value: str) -> str:

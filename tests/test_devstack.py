@@ -24,6 +24,7 @@ from toolbox import dev_pids, local_services
 BIN_DEV = ROOT / "bin" / "dev"
 UP = "Local services are up"
 START_TIMEOUT = 240.0    # a bound for a broken start, not a speed expectation
+pytestmark = pytest.mark.timeout(900)
 
 
 def dev(env: dict[str, str], *args: str) -> Watched:

@@ -265,7 +265,7 @@ def run_until_moved(ddb_client, config, table: str, convo: dict, text: str,
     runner = own_runner(config, table, recorder, checkpoints=checkpoints)
     try:
         answer = reply(ddb_client, table, convo, text)
-        wait_for(lambda: both_show(ddb_client, table, convo, answer), 5.0, f"rows moved to {text!r}")
+        wait_for(lambda: both_show(ddb_client, table, convo, answer), 30.0, f"rows moved to {text!r}")
     finally:
         runner.stop()
     return recorder, runner.stream_arn
@@ -311,7 +311,7 @@ def test_info_logs_one_summary_line_per_interval_not_one_per_batch(ddb_client, c
         # WHEN several batches are processed
         for n in range(3):
             answer = reply(ddb_client, table, convo, f"batch {n}")
-            wait_for(lambda a=answer: both_show(ddb_client, table, convo, a), 5.0, f"batch {n} moved")
+            wait_for(lambda a=answer: both_show(ddb_client, table, convo, a), 30.0, f"batch {n} moved")
         assert runner.stats["batches"] >= 3
         assert not [r for r in caplog.records if r.getMessage().startswith("stream batch:")]
     finally:
