@@ -66,12 +66,14 @@ def init_budget(app: Flask, config: Config) -> None:
 
 
 def warn_about_missing_settings(config: Config) -> None:
-    """Say at start-up which required settings are empty, instead of failing every request quietly."""
+    """Say at start-up, as an error, which required settings are empty, instead of failing every request quietly."""
     missing = [name for name, value in (("CONNECTION_URL", config.connection_url),
                                         ("COGNITO_USER_POOL_ID", config.cognito_user_pool_id),
                                         ("COGNITO_CLIENT_ID", config.cognito_client_id)) if not value]
     if missing:
-        log.warning("settings not set: %s; requests that need them will fail", ", ".join(missing))
+        log.error("settings not set: %s; the API starts, but every request that needs them fails (no pool: "
+                  "every token is refused with 503 jwks_unavailable or 401)", ", ".join(missing),
+                  extra={"missing_settings": missing})
 
 
 def create_app(config: Config | None = None) -> Flask:

@@ -89,8 +89,11 @@ def test_schema_load_twice_then_seed_creates_the_demo_users(env, own_url):
         result = run_bin("db/schema-load", env=env)
         assert result.returncode == 0 and "db/schema.sql" in result.stdout, result
     seeded = run_bin("db/seed", env=env)
-    assert seeded.returncode == 0 and seeded.stdout.rstrip().endswith("3 users"), seeded
+    assert seeded.returncode == 0 and seeded.stdout.rstrip().endswith(": inserted 3 users"), seeded
     assert list(handles(own_url)) == ["andrewbrown", "bayko", "londo"]
+    # AND a second seed says it inserted none, rather than "3 users"
+    again = run_bin("db/seed", env=env)
+    assert again.returncode == 0 and again.stdout.rstrip().endswith(": inserted 0 users (3 were there already)"), again
 
 
 def test_prod_argument_targets_prod_connection_url(env, loaded_url):
@@ -169,6 +172,15 @@ def test_update_cognito_user_ids_without_a_pool_id_is_a_one_line_error(env, load
 
 def test_connect_opens_psql_on_the_database(env, loaded_url):
     result = run_bin("db/connect", "--", "-tA", "-c", "SELECT current_database()", env=env)
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == pg.database_name(loaded_url)
+
+
+@pytest.mark.parametrize("words", [[], ["local"], ["--"], ["local", "--"]])
+def test_connect_passes_psql_arguments_through(env, loaded_url, words):
+    # WHEN connect gets psql's own options, with or without a target and a `--`
+    result = run_bin("db/connect", *words, "-tA", "-c", "SELECT current_database()", env=env)
+    # THEN psql ran them on the database (no "invalid choice" from our argument parser)
     assert result.returncode == 0, result
     assert result.stdout.strip() == pg.database_name(loaded_url)
 

@@ -101,8 +101,8 @@ def test_schema_load_twice_is_safe_and_keeps_rows(scratch_url):
 def test_seed_creates_the_demo_users_once(scratch_url):
     pg.load_schema(scratch_url)
     # WHEN the seed runs twice
-    assert pg.load_seed(scratch_url) == 3
-    assert pg.load_seed(scratch_url) == 3
+    assert pg.load_seed(scratch_url) == (3, 0)
+    assert pg.load_seed(scratch_url) == (0, 3)
     # THEN the demo users exist once each, not yet linked to Cognito
     with pg.connect(scratch_url) as conn:
         rows = db.Db.on_connection(conn).query_array("users/all")

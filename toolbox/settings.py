@@ -18,8 +18,10 @@ from backend_flask.lib.aws import make_client
 from backend_flask.lib.ddb import MessagesTable
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_DIR = ROOT / ".local"
+# bin/dev's data, logs and records; DEV_LOCAL_DIR moves it (tests run a bin/dev of their own there).
+LOCAL_DIR = Path(os.environ.get("DEV_LOCAL_DIR") or ROOT / ".local")
 STATE_FILE = LOCAL_DIR / "dev-state.json"
+PID_FILE = LOCAL_DIR / "dev-pids.json"
 
 # Fixed ports the frontend and README expect; each can be moved with its variable.
 API_PORT = int(os.environ.get("PORT") or 4567)
@@ -54,7 +56,7 @@ def read_state() -> dict[str, str]:
 def write_state(config: Config) -> None:
     """Record the running local stack's settings for bin/ scripts in other terminals."""
     env = config.as_env()
-    LOCAL_DIR.mkdir(exist_ok=True)
+    LOCAL_DIR.mkdir(parents=True, exist_ok=True)
     STATE_FILE.write_text(json.dumps({k: env[k] for k in STATE_KEYS if k in env}, indent=2, sort_keys=True) + "\n")
 
 

@@ -68,13 +68,20 @@ def schema_load(args: argparse.Namespace) -> int:
 def seed(args: argparse.Namespace) -> int:
     """Insert the demo users that are missing (safe to run again)."""
     url = database_url(args.target)
-    count = pg.load_seed(url)
-    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}: {count} users")
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}: {seed_summary(pg.load_seed(url))}")
     return 0
 
 
+def seed_summary(result: pg.SeedResult) -> str:
+    """Say what the seed inserted and what was there before, e.g. 'inserted 0 users (3 were there already)'."""
+    inserted = f"inserted {result.inserted} user{'s' if result.inserted != 1 else ''}"
+    if not result.existing:
+        return inserted
+    return f"{inserted} ({result.existing} {'was' if result.existing == 1 else 'were'} there already)"
+
+
 def connect(args: argparse.Namespace) -> int:
-    """Open psql on the database; arguments after -- go to psql."""
+    """Open psql on the database; every other argument goes to psql."""
     url = database_url(args.target)
     psql = pg.psql_path()
     if psql is None:
@@ -131,7 +138,7 @@ def setup(args: argparse.Namespace) -> int:
     print(f"re-created database {name}")
     pg.load_schema(url)
     print(f"loaded {pg.SCHEMA_FILE.relative_to(pg.ROOT)}")
-    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {pg.load_seed(url)} users")
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {seed_summary(pg.load_seed(url))}")
     if not config.cognito_user_pool_id:
         print("no user pool id (COGNITO_USER_POOL_ID): skipped update_cognito_user_ids")
         return 0
@@ -183,9 +190,23 @@ FORCE_HELP = {
              "of users db/seed.sql does not bring back",
 }
 EPILOGS = {
-    "connect": "Arguments after -- go to psql, e.g. bin/db/connect -- -c 'SELECT count(*) FROM users'",
+    "connect": "Every other argument goes to psql, e.g. bin/db/connect -c 'SELECT count(*) FROM users' "
+               "(or after --: bin/db/connect prod -- -tA -c '...')",
     "setup": "Works on CONNECTION_URL only; never on prod.",
 }
+
+
+def split_psql_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split connect's arguments: ([local|prod] or --help, for us; everything else, for psql).
+
+    An optional `--` before psql's arguments is dropped, so both
+    `connect -c 'SELECT 1'` and `connect prod -- -c 'SELECT 1'` work.
+    """
+    if argv[:1] in (["-h"], ["--help"]):
+        return argv[:1], []
+    ours = argv[:1] if argv[:1] in (["local"], ["prod"]) else []
+    rest = argv[len(ours):]
+    return ours, rest[1:] if rest[:1] == ["--"] else rest
 
 
 def main(argv: list[str]) -> int:
@@ -195,9 +216,8 @@ def main(argv: list[str]) -> int:
     name, argv = argv[0], argv[1:]
     function, takes_target, takes_force = COMMANDS[name]
     psql_args: list[str] = []
-    if name == "connect" and "--" in argv:
-        at = argv.index("--")
-        argv, psql_args = argv[:at], argv[at + 1:]
+    if name == "connect":
+        argv, psql_args = split_psql_args(argv)
     parser = argparse.ArgumentParser(prog=f"bin/db/{name}", description=function.__doc__,
                                      epilog=EPILOGS.get(name))
     if takes_target:

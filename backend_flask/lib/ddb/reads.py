@@ -149,17 +149,23 @@ class ReadsMixin:
         return {item["sk"]["S"] for item in response.get("Items", [])}
 
     def scan(self, *, limit: int | None = None) -> Iterator[dict]:
-        """Yield every item of the table as a plain dict (tools, never the API)."""
+        """Yield every item of the table as a plain dict, at most `limit` of them (tools, never the API).
+
+        Each Scan call asks for no more than the items still wanted, so a small
+        limit reads (and is billed for) that many items, not a whole page.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit!r}")
         kwargs: dict[str, Any] = {"TableName": self.name}
         seen = 0
         with translate_errors():
-            while True:
+            while limit is None or seen < limit:
+                if limit is not None:
+                    kwargs["Limit"] = limit - seen
                 response = self.client.scan(**kwargs)
                 for item in response.get("Items", []):
                     yield from_item(item)
                     seen += 1
-                    if limit is not None and seen >= limit:
-                        return
                 if "LastEvaluatedKey" not in response:
                     return
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
