@@ -1,4 +1,4 @@
-"""Per-process resources: Postgres pool, messages table, token verifier, user cache; built once."""
+"""Per-process resources: Postgres pool, messages table, token verifier, user cache, event bus; built once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from backend_flask.lib.aws import make_client
 from backend_flask.lib.cognito_jwt_token import TokenVerifier
 from backend_flask.lib.db import Db, make_pool
 from backend_flask.lib.ddb import MessagesTable
+from backend_flask.lib.pubsub import Bus
 from backend_flask.lib.users import UserCache
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class Clients:
     messages: MessagesTable
     verifier: TokenVerifier
     users: UserCache
+    bus: Bus
 
 
 def init_app(app: Flask, config: Config) -> None:
@@ -38,8 +40,10 @@ def init_app(app: Flask, config: Config) -> None:
     verifier = TokenVerifier(issuer=config.cognito_issuer, jwks_url=config.cognito_jwks_url,
                              client_id=config.cognito_client_id, refresh_interval=config.jwks_refresh_interval)
     db = Db(pool)
+    # The bus LISTENs on a connection of its own, opened by the first stream of this process.
+    bus = Bus(db, config.connection_url, timeout=config.db_timeout)
     app.extensions["cruddur"] = Clients(db=db, messages=MessagesTable(ddb, config.ddb_message_table),
-                                        verifier=verifier, users=UserCache(db, config.user_cache_ttl))
+                                        verifier=verifier, users=UserCache(db, config.user_cache_ttl), bus=bus)
 
 
 def get() -> Clients:
@@ -48,7 +52,8 @@ def get() -> Clients:
 
 
 def close(app: Flask) -> None:
-    """Close the pool (at process exit or when a test is done with the app)."""
+    """Close the pool and the bus (at process exit or when a test is done with the app)."""
     clients = app.extensions.get("cruddur")
     if clients is not None:
+        clients.bus.close()
         clients.db.pool.close()

@@ -43,6 +43,7 @@ class Config:
     backend_url: str = "http://localhost:4567"
     log_level: str = "INFO"
     user_cache_ttl: float = 30.0       # seconds a sub -> user lookup is cached per process
+    events_heartbeat: float = 15.0     # seconds between keep-alive comments on an event stream
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Config:

@@ -30,8 +30,8 @@ def create_message() -> Response:
     c = clients.get()
     if new.message_group_uuid is not None:
         created = messages.append_message(c.messages, sender=g.user, message_group_uuid=new.message_group_uuid,
-                                          message=new.message, idempotency_key=new.idempotency_key)
+                                          message=new.message, idempotency_key=new.idempotency_key, bus=c.bus)
     else:
         created = messages.start_conversation(c.db, c.messages, sender=g.user, handle=new.handle,
-                                              message=new.message, idempotency_key=new.idempotency_key)
+                                              message=new.message, idempotency_key=new.idempotency_key, bus=c.bus)
     return jsonify(created)

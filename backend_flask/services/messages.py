@@ -11,6 +11,8 @@ from __future__ import annotations
 from backend_flask.lib.db import Db
 from backend_flask.lib.ddb import MessagesTable
 from backend_flask.lib.errors import NotFound, Unprocessable
+from backend_flask.lib.pubsub import Bus
+from backend_flask.services import events
 from backend_flask.services.users import find_user
 
 
@@ -29,18 +31,22 @@ def list_messages(table: MessagesTable, user: dict, message_group_uuid: str, *, 
 
 
 def start_conversation(db: Db, table: MessagesTable, *, sender: dict, handle: str, message: str,
-                       idempotency_key: str | None = None) -> dict:
+                       idempotency_key: str | None = None, bus: Bus | None = None) -> dict:
     """Start (or continue) the sender's conversation with `handle`; return the message and its group."""
     receiver = find_user(db, handle)
     if receiver["uuid"] == sender["uuid"]:
         raise Unprocessable("cannot_message_self")
-    return table.create_message_group(sender=sender, receiver=receiver, message=message,
-                                      idempotency_key=idempotency_key)
+    created = table.create_message_group(sender=sender, receiver=receiver, message=message,
+                                         idempotency_key=idempotency_key)
+    events.publish_message(bus, table, message=created, sender=sender, receiver=receiver)
+    return created
 
 
 def append_message(table: MessagesTable, *, sender: dict, message_group_uuid: str, message: str,
-                   idempotency_key: str | None = None) -> dict:
+                   idempotency_key: str | None = None, bus: Bus | None = None) -> dict:
     """Append to a conversation the sender takes part in."""
     require_member(table, sender, message_group_uuid)
-    return table.create_message(message_group_uuid=message_group_uuid, sender=sender, message=message,
-                                idempotency_key=idempotency_key)
+    created = table.create_message(message_group_uuid=message_group_uuid, sender=sender, message=message,
+                                   idempotency_key=idempotency_key)
+    events.publish_message(bus, table, message={"message_group_uuid": message_group_uuid, **created}, sender=sender)
+    return created
