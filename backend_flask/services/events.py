@@ -346,6 +346,7 @@ def _stream(bus, table, user_uuid, subscription, cursor, first, subscribed, toke
     reset = first is None
     if cursor is None or reset:
         cursor = Cursor.opened(subscribed)
+    sent = 0
     try:
         yield sse(retry=RETRY_MILLISECONDS, id=cursor.encode())  # headers out, and an id to resume from
         if reset:
@@ -376,6 +377,7 @@ def _stream(bus, table, user_uuid, subscription, cursor, first, subscribed, toke
             elif item is not None and cursor.wants(position(item)):
                 cursor.add(position(item))
                 cursor.advance(horizon)
+                sent += 1
                 yield sse(event=item.kind, data=item.data, id=cursor.encode())
             if time.monotonic() >= next_beat:
                 moved = cursor.advance(horizon)
@@ -383,6 +385,8 @@ def _stream(bus, table, user_uuid, subscription, cursor, first, subscribed, toke
                 next_beat = time.monotonic() + heartbeat
     finally:
         subscription.close()
+        log.info("event stream of %s closed after %.0f s, %d live events; %d streams left in this process",
+                 user_uuid, time.time() - subscribed, sent, bus.subscriber_count())
 
 
 def _replayed(events: list[Event], cursor: Cursor, queried: float) -> Iterator[str]:
