@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend_flask.lib.ddb.calls import translate_errors
-from backend_flask.lib.ddb.keys import GROUP_PREFIX, MESSAGE_PREFIX, check_limit, from_item
+from backend_flask.lib.ddb.calls import query_items
+from backend_flask.lib.ddb.keys import GROUP_PREFIX, MESSAGE_PREFIX, check_limit
 
 
 class ReplayMixin:
@@ -35,13 +35,5 @@ class ReplayMixin:
         kwargs: dict[str, Any] = {"TableName": self.name, "KeyConditionExpression": "pk = :pk AND sk > :since",
                                   "ExpressionAttributeValues": {":pk": {"S": pk}, ":since": {"S": since}},
                                   "ScanIndexForward": True, "ConsistentRead": consistent}
-        items: list[dict] = []
-        with translate_errors():
-            while len(items) <= limit:
-                kwargs["Limit"] = limit + 1 - len(items)
-                response = self.client.query(**kwargs)
-                items.extend(from_item(item) for item in response.get("Items", []))
-                if "LastEvaluatedKey" not in response:
-                    break
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        items = query_items(self.client, kwargs, limit + 1)  # one more tells whether there is more
         return items[:limit], len(items) > limit
