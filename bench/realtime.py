@@ -41,7 +41,6 @@ from pathlib import Path
 import psutil
 
 from backend_flask.config import ROOT, Config
-from backend_flask.lib.aws import make_client
 from toolbox import local_services
 from toolbox import users as tusers
 from toolbox.ephemeral import ephemeral_stack
@@ -243,18 +242,6 @@ def server_rss(service: local_services.Service) -> int:
     return sum(p.memory_info().rss for p in [master, *master.children(recursive=True)])
 
 
-def make_users(config: Config, count: int) -> list[dict]:
-    """Create users in cognito-local and Postgres; return them with access tokens."""
-    idp = make_client("cognito-idp", region=config.cognito_region, endpoint_url=config.cognito_endpoint_url)
-    made = []
-    for i in range(count):
-        handle = f"rt{i}_{uuid.uuid4().hex[:6]}"
-        made.append(tusers.create_signed_up_user(
-            config.connection_url, idp, config.cognito_user_pool_id, config.cognito_client_id, handle=handle,
-            display_name=f"Listener {i}", email=f"{handle}@example.test", password=PASSWORD))
-    return made
-
-
 async def connect(port: int, users: list[dict], listeners: int, deliveries: Deliveries) -> tuple[list, list]:
     """Open the listeners, CONNECT_BATCH at a time; return them and their tasks once each has its first id."""
     opened: list[Listener] = []
@@ -347,7 +334,7 @@ def _merge(total: Phase, part: Phase) -> None:
 def run(config: Config, workdir: Path, *, listeners: int = 1000, users: int = 100, rate: float = 10.0,
         rest_rate: float = 20.0, seconds: float = 60.0, warmup: float = 5.0, workers: int = 2) -> dict:
     """Serve the API against a running stack's config and measure; return the figures."""
-    people = make_users(config, users)
+    people = tusers.create_users(config, users, prefix="listener", password=PASSWORD)
     port = local_services.free_port()
     service = local_services.start_api(child_env(config, LOG_LEVEL="WARNING"), port,
                                        log_path=workdir / "api-realtime.log", workers=workers)

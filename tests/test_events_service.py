@@ -24,16 +24,6 @@ LONG_AGO = "2020-01-01T00:00:00.000000+00:00"
 
 
 @pytest.fixture(scope="module")
-def bus(pg_url: str):
-    pool = make_pool(pg_url, min_size=1, max_size=4)
-    pool.open()
-    running = Bus(Db(pool), pg_url)
-    yield running
-    running.close()
-    pool.close()
-
-
-@pytest.fixture(scope="module")
 def quiet_table(ddb_client) -> ddb.MessagesTable:
     """A table of this module's own: no stream runner moves its rows."""
     table = ddb.MessagesTable(ddb_client, f"events-{uuid.uuid4().hex[:8]}")
@@ -44,6 +34,13 @@ def quiet_table(ddb_client) -> ddb.MessagesTable:
 
 def person(name: str) -> dict:
     return {"uuid": str(uuid.uuid4()), "handle": f"{name}{uuid.uuid4().hex[:6]}", "display_name": name.title()}
+
+
+def started(table: ddb.MessagesTable) -> tuple[dict, dict, str, Cursor]:
+    """Ann writes Bob a first message; return Ann, Bob, the conversation and a cursor right after that message."""
+    a, b = person("ann"), person("bob")
+    first = table.create_message_group(sender=a, receiver=b, message="first")
+    return a, b, first["message_group_uuid"], Cursor(micros(first["created_at"]))
 
 
 def next_event(subscription) -> Event:
@@ -106,10 +103,7 @@ def test_a_cursor_lists_at_most_max_seen_positions_forgetting_the_oldest():
 
 def test_replay_finds_a_message_whose_row_pattern_e_has_not_moved_yet(bus, quiet_table):
     # GIVEN a conversation, an id from before a new message, and the message published (rows not moved)
-    a, b = person("ann"), person("bob")
-    first = quiet_table.create_message_group(sender=a, receiver=b, message="first")
-    group = first["message_group_uuid"]
-    cursor = Cursor(micros(first["created_at"]))
+    a, b, group, cursor = started(quiet_table)
     second = quiet_table.create_message(message_group_uuid=group, sender=a, message="second")
     events.publish_message(bus, quiet_table, message={"message_group_uuid": group, **second}, sender=a)
     assert quiet_table.list_message_groups(b["uuid"], limit=1)["items"][0]["message"] == "first"
@@ -124,10 +118,7 @@ def test_replay_finds_a_message_whose_row_pattern_e_has_not_moved_yet(bus, quiet
 
 def test_replay_finds_a_message_that_was_never_published_once_its_row_moved(bus, quiet_table):
     # GIVEN a message written without a publish (its writer died), and pattern E run for it
-    a, b = person("ann"), person("bob")
-    first = quiet_table.create_message_group(sender=a, receiver=b, message="first")
-    group = first["message_group_uuid"]
-    cursor = Cursor(micros(first["created_at"]))
+    a, b, group, cursor = started(quiet_table)
     lost = quiet_table.create_message(message_group_uuid=group, sender=b, message="never published")
     quiet_table.move_message_groups(group, lost["created_at"], lost["message"])
     # THEN both members' replays have it, through their rows
@@ -138,10 +129,8 @@ def test_replay_finds_a_message_that_was_never_published_once_its_row_moved(bus,
 
 def test_replay_leaves_out_what_the_cursor_has_and_what_is_not_the_users(bus, quiet_table):
     # GIVEN two messages published to a and b, and a cursor that has the first
-    a, b, outsider = person("ann"), person("bob"), person("eve")
-    first = quiet_table.create_message_group(sender=a, receiver=b, message="first")
-    group = first["message_group_uuid"]
-    cursor = Cursor(micros(first["created_at"]))
+    a, b, group, cursor = started(quiet_table)
+    outsider = person("eve")
     sent = []
     for text in ("one", "two"):
         created = quiet_table.create_message(message_group_uuid=group, sender=a, message=text)
@@ -155,12 +144,11 @@ def test_replay_leaves_out_what_the_cursor_has_and_what_is_not_the_users(bus, qu
 
 
 def test_replay_of_too_much_gives_up(bus, quiet_table):
-    a, b = person("ann"), person("bob")
-    first = quiet_table.create_message_group(sender=a, receiver=b, message="first")
+    a, b, group, cursor = started(quiet_table)
     for n in range(events.MAX_REPLAY_MESSAGES + 1):
-        quiet_table.create_message(message_group_uuid=first["message_group_uuid"], sender=a, message=f"m{n}")
-    quiet_table.move_message_groups(first["message_group_uuid"], ddb.now_iso(), "last")
-    assert events.replay(bus, quiet_table, b["uuid"], Cursor(micros(first["created_at"]))) is None
+        quiet_table.create_message(message_group_uuid=group, sender=a, message=f"m{n}")
+    quiet_table.move_message_groups(group, ddb.now_iso(), "last")
+    assert events.replay(bus, quiet_table, b["uuid"], cursor) is None
 
 
 # ------------------------------------------------------------------ publishing

@@ -22,16 +22,6 @@ from toolbox import local_services
 WAIT = 30.0
 
 
-@pytest.fixture(scope="module")
-def bus(pg_url: str):
-    pool = make_pool(pg_url, min_size=1, max_size=4)
-    pool.open()
-    running = Bus(Db(pool), pg_url)
-    yield running
-    running.close()
-    pool.close()
-
-
 def event(kind: str = "message", to=(), group: str | None = None, at: str | None = None, **data) -> Event:
     return Event(kind, at or from_micros(int(time.time() * 1e6)), group or str(uuid.uuid4()), tuple(to),
                  {"n": uuid.uuid4().hex, **data})
