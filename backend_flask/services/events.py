@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -354,7 +355,9 @@ def _stream(bus, table, user_uuid, subscription, cursor, first, subscribed, toke
         else:
             yield from _replayed(first, cursor, subscribed)
         cursor.advance(subscribed)  # what arrives from now on is in the mailbox
-        next_beat = time.monotonic() + heartbeat
+        # The first keep-alive comes a little early, at random: streams opened together (clients
+        # reconnecting after a deploy) then do not all wake at the same instant every interval.
+        next_beat = time.monotonic() + heartbeat * random.uniform(0.5, 1.0)
         while True:
             left = token_expires_at - time.time()
             if left <= 0:
