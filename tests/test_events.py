@@ -231,10 +231,11 @@ def test_resuming_twice_from_the_same_id_replays_the_same_events(api, make_user)
     assert [[m["message"] for m in r] for r in replays] == [texts, texts]
 
 
-def test_an_id_that_is_not_ours_or_too_old_answers_reset(api, make_user):
+def test_an_id_that_is_not_ours_too_old_or_from_the_future_answers_reset(api, make_user):
     b = make_user()
     too_old = Cursor(micros("2020-01-01T00:00:00.000000+00:00")).encode()
-    for last_id in ("garbage", too_old, "1." + "f" * 14 + ".zz"):
+    from_the_future = Cursor(micros("2100-01-01T00:00:00.000000+00:00")).encode()
+    for last_id in ("garbage", too_old, from_the_future, "1." + "f" * 14 + ".zz"):
         with open_stream(api, b, last_event_id=last_id) as stream:
             (reset,) = stream.collect(lambda s: bool(s), WAIT, kinds={"reset"})
             assert reset.id and Cursor.decode(reset.id) is not None

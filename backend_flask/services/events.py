@@ -333,8 +333,9 @@ def open_stream(bus: Bus, table: MessagesTable, user: dict, *, token_expires_at:
     try:
         cursor = Cursor.decode(last_event_id) if last_event_id else None
         first: list[Event] | None = []
-        if last_event_id and (cursor is None or cursor.watermark < (subscribed - REPLAY_SECONDS) * 1_000_000):
-            first = None
+        if last_event_id and (cursor is None or not
+                              (subscribed - REPLAY_SECONDS) * 1e6 <= cursor.watermark <= subscribed * 1e6):
+            first = None  # not ours, too old, or from the future (it would hold back every live event): reset
         elif cursor is not None:
             first = replay(bus, table, user["uuid"], cursor)
     except BaseException:
