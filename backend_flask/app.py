@@ -22,7 +22,7 @@ def init_cors(app: Flask, config: Config) -> None:
     """Allow the frontend (and the backend's own origin), nobody else, to call /api/ from a browser."""
     origins = [url.rstrip("/") for url in (config.frontend_url, config.backend_url) if url]
     CORS(app, resources={r"/api/*": {"origins": origins}},
-         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
          expose_headers=["Link", "Retry-After"], methods=["GET", "POST", "OPTIONS"],
          supports_credentials=False, max_age=600)
 

@@ -29,6 +29,11 @@ def bearer_token(header: str | None) -> str:
 
 def authenticate(header: str | None) -> dict[str, Any]:
     """Return {uuid, handle, display_name} of the token's user; raise Unauthorized or a 503."""
+    return authenticated(header)[0]
+
+
+def authenticated(header: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the token's user and the token's claims; raise Unauthorized or a 503."""
     c = clients.get()
     try:
         claims = c.verifier.verify(bearer_token(header))
@@ -40,15 +45,15 @@ def authenticate(header: str | None) -> dict[str, Any]:
     if user is None:
         log.info("valid token for sub %s without a user row", claims["sub"])
         raise Unauthorized("user_not_registered")
-    return user
+    return user, claims
 
 
 def jwt_required(view: Callable) -> Callable:
-    """Run the view only for a verified user, who is then g.user."""
+    """Run the view only for a verified user, who is then g.user (and the token's claims g.claims)."""
 
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        g.user = authenticate(request.headers.get("Authorization"))
+        g.user, g.claims = authenticated(request.headers.get("Authorization"))
         return view(*args, **kwargs)
 
     return wrapped

@@ -1,4 +1,4 @@
-"""Per-process resources: Postgres pool, messages table, token verifier, user cache; built once."""
+"""Per-process resources: Postgres pool, messages table, token verifier, user cache, event bus; built once."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from backend_flask.lib.db import Db, make_pool
 from backend_flask.lib.ddb import MessagesTable
 from backend_flask.lib.errors import DatabaseUnavailable, DynamoDBUnavailable
 from backend_flask.lib.health import Check, Health
+from backend_flask.lib.pubsub import Bus
 from backend_flask.lib.users import UserCache
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Clients:
     verifier: TokenVerifier
     users: UserCache
     health: Health
+    bus: Bus
 
 
 def init_app(app: Flask, config: Config) -> None:
@@ -47,8 +49,10 @@ def init_app(app: Flask, config: Config) -> None:
                                 ttl=config.health_cache_ttl),
               "dynamodb": Check(messages.ping, DynamoDBUnavailable.code, seconds=config.health_budget,
                                 ttl=config.health_cache_ttl)}
+    # The bus LISTENs on a connection of its own, opened by the first stream of this process.
+    bus = Bus(db, config.connection_url, timeout=config.db_timeout)
     app.extensions["cruddur"] = Clients(db=db, messages=messages, verifier=verifier,
-                                        users=UserCache(db, config.user_cache_ttl), health=Health(checks))
+                                        users=UserCache(db, config.user_cache_ttl), health=Health(checks), bus=bus)
 
 
 def get() -> Clients:
@@ -57,7 +61,8 @@ def get() -> Clients:
 
 
 def close(app: Flask) -> None:
-    """Close the pool (at process exit or when a test is done with the app)."""
+    """Close the pool and the bus (at process exit or when a test is done with the app)."""
     clients = app.extensions.get("cruddur")
     if clients is not None:
+        clients.bus.close()
         clients.db.pool.close()

@@ -46,6 +46,7 @@ class Config:
     request_budget: float = 1.2        # seconds a request may spend waiting on backends before it is a 503
     health_budget: float = 0.3         # seconds /api/health gives each check (both run at once)
     health_cache_ttl: float = 1.0      # seconds a health check's result is reused per process
+    events_heartbeat: float = 15.0     # seconds between keep-alive comments on an event stream
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Config:

@@ -220,6 +220,20 @@ def sign_in(config: Config, idp):
     return _sign_in
 
 
+@pytest.fixture(scope="session")
+def bus(pg_url: str):
+    """An event bus (lib/pubsub) of this process on the session's Postgres, with a pool of its own."""
+    from backend_flask.lib.db import Db, make_pool
+    from backend_flask.lib.pubsub import Bus
+
+    pool = make_pool(pg_url, min_size=1, max_size=4)
+    pool.open()
+    running = Bus(Db(pool), pg_url)
+    yield running
+    running.close()
+    pool.close()
+
+
 # --- stream fixtures
 
 

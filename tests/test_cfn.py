@@ -393,7 +393,19 @@ def test_api_policy_allows_every_call_of_patterns_a_to_d(template, config):
     assert messages.is_member(group, b["uuid"])
     messages.list_messages(group, limit=1)
     messages.list_message_groups(a["uuid"], limit=1)
+    # ... and what the event stream does: publish (rows by group), tickets, replay
+    messages.group_rows(group)
+    messages.members(group)
+    ticket = messages.issue_ticket(a, token_expires_at=2_000_000_000)
+    assert messages.redeem_ticket(ticket["ticket"]) and messages.redeem_ticket(ticket["ticket"]) is None
+    messages.rows_since(a["uuid"], "2020-01-01T00:00:00.000000+00:00", limit=10)
+    messages.messages_since(group, "2020-01-01T00:00:00.000000+00:00", limit=10)
     # THEN the managed policy for the API's role allows each call
     needed = permissions_needed(calls, Resolver(template).get_att("MessagesTable", "Arn"))
     policy = api_policy(template)
     assert [n for n in sorted(needed) if not allows(policy, *n)] == []
+    # AND the only items the API deletes are tickets, which is all the policy lets it delete
+    deleted = [params["Key"]["pk"]["S"] for operation, params in calls if operation == "DeleteItem"]
+    assert deleted and all(pk.startswith(ddb.TICKET_PREFIX) for pk in deleted)
+    (statement,) = [s for s in policy["Statement"] if "dynamodb:DeleteItem" in as_list(s["Action"])]
+    assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [ddb.TICKET_PREFIX + "*"]}}

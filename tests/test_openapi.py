@@ -80,6 +80,8 @@ def test_generated_requests_get_documented_answers_and_never_a_500(app, auth, mo
     api = schemathesis.openapi.from_wsgi("/api/openapi.yml", app)
     for result in api.get_all_operations():
         operation = result.ok()
+        if operation.path == "/api/events" and token == "valid":
+            continue  # an open stream never ends; tests/test_events.py covers it
         if mode is GenerationMode.NEGATIVE and not operation.body and not list(operation.iter_parameters()):
             continue  # nothing to make invalid
 

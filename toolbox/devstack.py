@@ -209,6 +209,9 @@ Cruddur messaging API:  {url}   (health: {url}/api/health)
 Call it as a demo user (andrewbrown, bayko, londo):
   curl -H "Authorization: Bearer $(bin/cognito/token andrewbrown)" {url}/api/message_groups
 
+Chat over the live event stream, in two terminals:
+  bin/chat andrewbrown bayko        bin/chat bayko
+
 The stream runner moves conversation rows as messages land (pattern E).
 Ctrl-C stops everything; data stays in {_shown(LOCAL_DIR)}/.
 """, flush=True)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from backend_flask.config import Config
+from backend_flask.lib.aws import make_client
 from backend_flask.lib.db import Db
 from backend_flask.lib.ddb import MessagesTable
 from toolbox import cognito, pg
@@ -132,6 +135,18 @@ def create_signed_up_user(url: str, idp, pool_id: str, client_id: str, *, handle
     token = cognito.access_token(idp, client_id, email=email, password=password)
     return {"uuid": user_uuid, "handle": handle, "display_name": display_name, "email": email, "sub": sub,
             "token": token}
+
+
+def create_users(config: Config, count: int, *, prefix: str, password: str) -> list[dict]:
+    """Create `count` signed-up users (handles `<prefix><n>_<random>`) for benches; return them with tokens."""
+    idp = make_client("cognito-idp", region=config.cognito_region, endpoint_url=config.cognito_endpoint_url)
+    made = []
+    for n in range(count):
+        handle = f"{prefix}{n}_{uuid.uuid4().hex[:6]}"
+        made.append(create_signed_up_user(config.connection_url, idp, config.cognito_user_pool_id,
+                                          config.cognito_client_id, handle=handle, display_name=f"{prefix} {n}",
+                                          email=f"{handle}@example.test", password=password))
+    return made
 
 
 def token_for_handle(url: str, idp, client_id: str, handle: str, password: str) -> str:

@@ -28,4 +28,5 @@ def mark_read(message_group_uuid: str) -> Response:
     """Move my read marker to a message of the conversation (default: its newest); never backwards."""
     group = params.message_group_uuid(message_group_uuid)
     created_at = params.read_marker(params.json_body(optional=True))
-    return jsonify(messages.mark_read(clients.get().messages, g.user, group, created_at))
+    c = clients.get()
+    return jsonify(messages.mark_read(c.messages, g.user, group, created_at, bus=c.bus))

@@ -18,7 +18,8 @@ def list_messages(message_group_uuid: str) -> Response:
     """List the latest page of a conversation I am in, oldest first; older ones through Link."""
     group = params.message_group_uuid(message_group_uuid)
     limit, before = params.page_args()
-    page = messages.list_messages(clients.get().messages, g.user, group, limit=limit, before=before)
+    c = clients.get()
+    page = messages.list_messages(c.messages, g.user, group, limit=limit, before=before, bus=c.bus)
     return params.paged(page, limit)
 
 
@@ -30,8 +31,8 @@ def create_message() -> Response:
     c = clients.get()
     if new.message_group_uuid is not None:
         created = messages.append_message(c.messages, sender=g.user, message_group_uuid=new.message_group_uuid,
-                                          message=new.message, idempotency_key=new.idempotency_key)
+                                          message=new.message, idempotency_key=new.idempotency_key, bus=c.bus)
     else:
         created = messages.start_conversation(c.db, c.messages, sender=g.user, handle=new.handle,
-                                              message=new.message, idempotency_key=new.idempotency_key)
+                                              message=new.message, idempotency_key=new.idempotency_key, bus=c.bus)
     return jsonify(created)

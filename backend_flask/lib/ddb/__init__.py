@@ -13,6 +13,8 @@ pattern. The modules beside this one split it by concern:
 | `writes`    | C (start a conversation), D (append), idempotency |
 | `markers`   | read markers and unread counts |
 | `stream`    | E (settle both conversation rows when messages land or markers move) |
+| `replay`    | what changed in a user's conversations since a time (event stream replay) |
+| `tickets`   | one-time tickets that open an event stream |
 | `table`     | `MessagesTable`, which puts them together |
 
 Items (pk / sk, then what else they hold):
@@ -26,6 +28,8 @@ Items (pk / sk, then what else they hold):
   with the conversation, read strongly consistent before pattern D.
 - idempotency: `IDEM#<sender uuid>` / the client's key; `result` (the first
   call's answer), `request` (fingerprint) and `expires_at` (TTL, one day).
+- stream ticket: `TKT#<sha256 of the ticket>` / `TICKET`; the user it was
+  issued to, `valid_until` (ms), `token_expires_at` and `expires_at` (TTL).
 
 Only conversation rows carry a top-level `message_group_uuid`, so the GSI
 `message-group-sk-index` holds nothing but conversation rows.
@@ -43,6 +47,7 @@ from backend_flask.lib.ddb.keys import (
     MEMBER_PREFIX,
     MESSAGE_PREFIX,
     TABLE_NAME,
+    TICKET_PREFIX,
     TTL_ATTRIBUTE,
     from_item,
     is_timestamp,
@@ -59,7 +64,7 @@ from backend_flask.lib.ddb.table import MessagesTable
 
 __all__ = [
     "DEFAULT_LIMIT", "GROUP_INDEX", "GROUP_PREFIX", "IDEMPOTENCY_PREFIX", "MAX_CURSOR_LENGTH", "MAX_LIMIT",
-    "MEMBER_PREFIX", "MESSAGE_PREFIX", "TABLE_NAME", "TTL_ATTRIBUTE",
+    "MEMBER_PREFIX", "MESSAGE_PREFIX", "TABLE_NAME", "TICKET_PREFIX", "TTL_ATTRIBUTE",
     "MessagesTable", "from_item", "is_timestamp", "list_tables", "message_from_image", "message_item",
     "now_iso", "pair_group_uuid", "read_marker_from_image", "table_definition", "to_item", "to_iso",
 ]

@@ -92,6 +92,20 @@ def put_if_absent(client, table: str, item: dict[str, Any]) -> dict | None:
     return None
 
 
+def query_items(client, kwargs: dict[str, Any], count: int) -> list[dict]:
+    """Run a Query (`kwargs`, changed in place) page after page until `count` plain items or the end."""
+    items: list[dict] = []
+    with translate_errors():
+        while len(items) < count:
+            kwargs["Limit"] = count - len(items)
+            response = client.query(**kwargs)
+            items.extend(from_item(item) for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    return items
+
+
 class Cancelled:
     """Why a transaction was cancelled: the reason of each action, read by the action's name."""
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from backend_flask.lib.cache import BoundedCache
-from backend_flask.lib.ddb.calls import put_if_absent, translate_errors
+from backend_flask.lib.ddb.calls import put_if_absent, query_items, translate_errors
 from backend_flask.lib.ddb.cursors import decode_cursor, encode_cursor
 from backend_flask.lib.ddb.keys import (
     DEFAULT_LIMIT,
@@ -60,16 +60,8 @@ class ReadsMixin:
             values[":before"] = {"S": decode_cursor(before, pk)}
         kwargs: dict[str, Any] = {"TableName": self.name, "KeyConditionExpression": condition,
                                   "ExpressionAttributeValues": values, "ScanIndexForward": False}
-        items: list[dict] = []
         # One item more than the page tells whether an older page exists, so `next` is None on the last page.
-        with translate_errors():
-            while len(items) <= limit:
-                kwargs["Limit"] = limit + 1 - len(items)
-                response = self.client.query(**kwargs)
-                items.extend(from_item(item) for item in response.get("Items", []))
-                if "LastEvaluatedKey" not in response:
-                    break
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        items = query_items(self.client, kwargs, limit + 1)
         page = items[:limit]
         more = len(items) > limit
         return {"items": page, "next": encode_cursor(pk, page[-1]["sk"]) if more and page else None}

@@ -8,12 +8,15 @@ from backend_flask.lib.cache import BoundedCache
 from backend_flask.lib.ddb.keys import TABLE_NAME
 from backend_flask.lib.ddb.markers import MarkersMixin
 from backend_flask.lib.ddb.reads import ReadsMixin
+from backend_flask.lib.ddb.replay import ReplayMixin
 from backend_flask.lib.ddb.schema import SchemaMixin
 from backend_flask.lib.ddb.stream import StreamMixin
+from backend_flask.lib.ddb.tickets import TicketsMixin
 from backend_flask.lib.ddb.writes import WritesMixin
 
 
-class MessagesTable(SchemaMixin, ReadsMixin, WritesMixin, MarkersMixin, StreamMixin):
+class MessagesTable(SchemaMixin, ReadsMixin, WritesMixin, MarkersMixin, StreamMixin, ReplayMixin,
+                    TicketsMixin):
     """One DynamoDB table in single-table design; each access pattern is a method.
 
     Build one per process and share it: the boto3 client is thread-safe.

@@ -1,0 +1,9 @@
+-- A user's conversations with activity after a position, and the newest position of each
+-- (served by realtime_events_user_uuids_idx).
+SELECT
+  message_group_uuid::text AS message_group_uuid,
+  max(position) AS position
+FROM public.realtime_events
+WHERE user_uuids @> ARRAY[%(user_uuid)s::uuid]
+  AND position > %(since)s
+GROUP BY message_group_uuid
