@@ -71,19 +71,19 @@ def query_this_year(pk: str) -> list[dict]:
     )["Items"]
 
 
+def shown(item: dict, uuid_attribute: str) -> dict:
+    """An item as the original answered it: its uuid, the user's name and handle, the text and the time."""
+    return {"uuid": item[uuid_attribute]["S"], "display_name": item["user_display_name"]["S"],
+            "handle": item["user_handle"]["S"], "message": item["message"]["S"], "created_at": item["sk"]["S"]}
+
+
 @app.get("/api/message_groups")
 def message_groups():
     """List my conversations the original way."""
     user = current_user()
     if user is None:
         return jsonify({}), 401
-    return jsonify([{
-        "uuid": item["message_group_uuid"]["S"],
-        "display_name": item["user_display_name"]["S"],
-        "handle": item["user_handle"]["S"],
-        "message": item["message"]["S"],
-        "created_at": item["sk"]["S"],
-    } for item in query_this_year(f"GRP#{user[0]}")]), 200
+    return jsonify([shown(item, "message_group_uuid") for item in query_this_year(f"GRP#{user[0]}")]), 200
 
 
 @app.get("/api/messages/<message_group_uuid>")
@@ -92,14 +92,7 @@ def messages(message_group_uuid: str):
     if current_user() is None:
         return jsonify({}), 401
     items = query_this_year(f"MSG#{message_group_uuid}")
-    items.reverse()
-    return jsonify([{
-        "uuid": item["message_uuid"]["S"],
-        "display_name": item["user_display_name"]["S"],
-        "handle": item["user_handle"]["S"],
-        "message": item["message"]["S"],
-        "created_at": item["sk"]["S"],
-    } for item in items]), 200
+    return jsonify([shown(item, "message_uuid") for item in reversed(items)]), 200
 
 
 @app.post("/api/messages")
