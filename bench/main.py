@@ -170,7 +170,7 @@ def run(sizes: dict, quick: bool) -> dict:
             owners[n] = patterns.person("owner")
             seed.seed_conversation_rows(table, owners[n], n)
         result["growth"] = {"repeat": sizes["growth_repeat"], "rows": patterns.measure_growth(
-            table, reader, conversations, owners, sizes["growth_repeat"])}
+            table, conversations, owners, sizes["growth_repeat"])}
         result["growth"]["ratios"] = patterns.growth_ratios(result["growth"]["rows"])
     result["duration_s"] = round(time.monotonic() - started, 1)
     result["load_average"]["after"] = os.getloadavg()[0]

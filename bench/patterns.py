@@ -9,6 +9,7 @@ bill above the minimum. Growth curves repeat A, B and D on ever larger data.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -89,12 +90,15 @@ class Reader:
         return list(newest.values())
 
 
-class Metered:
-    """A table whose client's calls are priced, and DynamoDB Local's own figures beside them."""
+class Metered(contextlib.AbstractContextManager):
+    """A table whose client's calls are priced, and DynamoDB Local's own figures beside them (until closed)."""
 
     def __init__(self, table: ddb.MessagesTable):
         self.table = table
         self.meter = CapacityMeter(table.client)
+
+    def __exit__(self, *_exc) -> None:
+        self.meter.close()
 
     def once(self, call: Callable[[], Any]) -> tuple[Any, dict]:
         """Make one call; return its result and what it was billed."""
@@ -121,7 +125,12 @@ def row(pattern: str, what: str, billed: dict, minimum: float, rule: str, timing
 
 def measure_patterns(table: ddb.MessagesTable, reader: Reader, me: dict, group: str, repeat: int) -> list[dict]:
     """Bill, minimum and latency of patterns A–E, and the cheapest correct alternative to E, priced."""
-    metered = Metered(table)
+    with Metered(table) as metered:
+        return _measure_patterns(metered, table, reader, me, group, repeat)
+
+
+def _measure_patterns(metered: Metered, table: ddb.MessagesTable, reader: Reader, me: dict, group: str,
+                      repeat: int) -> list[dict]:
     rows = []
 
     # A: the membership check, then the newest page of the conversation.
@@ -216,10 +225,15 @@ def conversation_of(table: ddb.MessagesTable, messages: int, *, workers: int = 4
     return sender, result["message_group_uuid"]
 
 
-def measure_growth(table: ddb.MessagesTable, reader: Reader, conversations: dict[int, tuple[dict, str]],
-                   owners: dict[int, dict], repeat: int) -> list[dict]:
+def measure_growth(table: ddb.MessagesTable, conversations: dict[int, tuple[dict, str]], owners: dict[int, dict],
+                   repeat: int) -> list[dict]:
     """p50, p99 and capacity per call of A and D by conversation size, and of B by the owner's conversation count."""
-    metered = Metered(table)
+    with Metered(table) as metered:
+        return _measure_growth(metered, table, conversations, owners, repeat)
+
+
+def _measure_growth(metered: Metered, table: ddb.MessagesTable, conversations: dict[int, tuple[dict, str]],
+                    owners: dict[int, dict], repeat: int) -> list[dict]:
     rows = []
     for size, (sender, group) in sorted(conversations.items()):
         def list_a(group=group, sender=sender):

@@ -199,8 +199,9 @@ class CapacityMeter:
         self.total = 0.0
         self.calls: list[tuple[str, float]] = []
         self._lock = threading.Lock()
-        client.meta.events.register("provide-client-params.dynamodb.*", self._before)
-        client.meta.events.register("after-call.dynamodb.*", self._after)
+        self._events = client.meta.events
+        self._events.register("provide-client-params.dynamodb.*", self._before)
+        self._events.register("after-call.dynamodb.*", self._after)
 
     @staticmethod
     def _before(params, context, **_kwargs):
@@ -218,6 +219,11 @@ class CapacityMeter:
         with self._lock:
             self.total = 0.0
             self.calls = []
+
+    def close(self) -> None:
+        """Stop pricing the client's calls."""
+        self._events.unregister("provide-client-params.dynamodb.*", self._before)
+        self._events.unregister("after-call.dynamodb.*", self._after)
 
 
 # Operations that can report what they consumed.
