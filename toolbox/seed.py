@@ -142,7 +142,8 @@ def seed_conversation_rows(table: MessagesTable, owner: dict, count: int, *, wor
     """Write `count` conversation rows of `owner` directly in bulk (benchmarks); return how many.
 
     Each row names a made-up other participant and a conversation of its own,
-    45 s apart going back from now. Only the owner's rows are written: no
+    whose last message that participant sent (one unread), 45 s apart going
+    back from now. Only the owner's rows are written: no
     messages, memberships or other side behind them, so they are for reading
     pattern B at size, not for the API to post into.
     """
@@ -153,8 +154,8 @@ def seed_conversation_rows(table: MessagesTable, owner: dict, count: int, *, wor
     def items() -> Iterator[dict]:
         for n in range(count):
             other = {"uuid": str(uuid.uuid4()), "display_name": f"Bulk {n}", "handle": f"bulk{n}"}
-            yield row_item(owner=owner, other=other, group=str(uuid.uuid4()),
-                               sk=ddb.to_iso(start - n * BULK_SPACING), message=f"bulk conversation {n}")
+            yield row_item(owner=owner, other=other, group=str(uuid.uuid4()), sender=other,
+                           sk=ddb.to_iso(start - n * BULK_SPACING), message=f"bulk conversation {n}")
 
     return batch_write(table, items(), total=count, workers=workers)
 
