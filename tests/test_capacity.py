@@ -79,6 +79,14 @@ def test_a_cancelled_transaction_costs_every_action_without_index_entries():
     assert call_cost("TransactWriteItems", {"TransactItems": actions}, parsed) == 16
 
 
+def test_an_update_costs_a_write_and_one_more_for_an_indexed_item():
+    marker = {"Key": {"pk": {"S": "MBR#g"}, "sk": {"S": "u"}}}
+    row = {"Key": {"pk": {"S": "GRP#u"}, "sk": {"S": "1"}}}
+    answer = {"Attributes": {"last_read_at": {"S": "2026-01-01T00:00:00.000000+00:00"}}}
+    assert call_cost("UpdateItem", marker, answer) == 1
+    assert call_cost("UpdateItem", row, answer) == 2                  # + the row's index entry
+
+
 def test_batch_write_bills_only_processed_items():
     items = [sized(900, sk={"S": str(n)}) for n in range(3)]
     params = {"RequestItems": {"t": [{"PutRequest": {"Item": i}} for i in items]}}

@@ -128,6 +128,10 @@ def call_cost(operation: str, params: dict[str, Any], parsed: dict[str, Any]) ->
         return query_cost(parsed.get("Items", []), consistent=consistent)
     if operation == "PutItem":
         return put_cost(params["Item"])
+    if operation == "UpdateItem":
+        # The item's size is not in the request; priced at what the answer returns (exact for items under 1 KB).
+        new = parsed.get("Attributes") or {}
+        return write_units(item_size(new)) * (2 if _indexed_key(params["Key"]) else 1)
     if operation == "DeleteItem":
         # The deleted item is in the answer only with ReturnValues=ALL_OLD; else price the 1 KB minimum.
         old = parsed.get("Attributes") or {}
