@@ -123,7 +123,8 @@ def run(sizes: dict, quick: bool) -> dict:
         groups = seed_conversations(table, users, sizes["per_group"])
         # Patterns first, while nothing else touches the table (the stream runner would race E).
         log.info("patterns A-E")
-        result["patterns"] = patterns.measure_patterns(table, reader, person(users[0]), groups[0], sizes["repeat"])
+        result["patterns"] = patterns.measure_patterns(table, reader, person(users[0]), groups[0], person(users[1]),
+                                                       sizes["repeat"])
         # The runner is its own process, as the Lambda is in AWS.
         runner = stream_runner.start_process(config, log_path=workdir / "stream-runner.log")
         try:

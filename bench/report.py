@@ -87,8 +87,11 @@ def _patterns(report: dict) -> list[str]:
         at = "-" if p["at_minimum"] is None else ("yes" if p["at_minimum"] else "NO")
         out.append(f"{p['pattern']:<8} {_num(p['capacity'], '.1f', 8)} {p['minimum']:>8.1f} {at:>7} "
                    f"{_num(p['local_reported'], '.1f', 11)} {_num(p['p50_ms'])} {_num(p['p99_ms'])}  {p['what']}")
-    out.append("")
-    out += [f"  {p['pattern']}: {p['minimum_rule']}" for p in report["patterns"]]
+    out += ["", "what the minimum counts, and the calls billed:"]
+    for p in report["patterns"]:
+        out.append(f"  {p['pattern']}: {p['minimum_rule']}")
+        if p["calls"]:
+            out.append(f"  {'':{len(p['pattern'])}}  billed: {', '.join(p['calls'])}")
     return out
 
 
