@@ -87,6 +87,21 @@ def _call(conn: http.client.HTTPConnection, method: str, path: str, token: str, 
     return json.loads(data)
 
 
+def drain_stream(port: int, receiver: dict, sender: dict, group: str, timeout: float = 120.0) -> float:
+    """Post a probe and wait until the receiver's list shows it, so earlier writes are handled; return seconds."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    start = time.perf_counter()
+    probe = _call(conn, "POST", "/api/messages", sender["token"],
+                  {"message": "drain probe", "message_group_uuid": group})
+    while time.perf_counter() - start < timeout:
+        rows = _call(conn, "GET", "/api/message_groups?limit=100", receiver["token"])
+        if any(r["uuid"] == group and r["created_at"] >= probe["created_at"] for r in rows):
+            break
+        time.sleep(0.05)
+    conn.close()
+    return time.perf_counter() - start
+
+
 def measure_lag(port: int, receiver: dict, senders: list[tuple[dict, str]], rate: float, seconds: float,
                 poll_every: float = 0.01, settle: float = 10.0, threads: int = 4) -> dict:
     """Post `rate` messages a second for `seconds`; time each until the receiver's list shows it (or a newer one).
@@ -95,8 +110,10 @@ def measure_lag(port: int, receiver: dict, senders: list[tuple[dict, str]], rate
     answer does not delay the next post unless every thread is busy). One
     poller reads the receiver's conversation list every `poll_every` seconds;
     a message counts as seen when its conversation's row there is at least as
-    new as the message (a later message may supersede it first).
+    new as the message (a later message may supersede it first). First the
+    stream's backlog (earlier loads) is drained, so it delays nothing measured.
     """
+    drained = drain_stream(port, receiver, *senders[0])
     pending: dict[int, tuple[str, str, float]] = {}   # n -> (group, created_at, answered at)
     lags: list[float] = []
     lock = threading.Lock()
@@ -120,7 +137,10 @@ def measure_lag(port: int, receiver: dict, senders: list[tuple[dict, str]], rate
             time.sleep(poll_every)
         conn.close()
 
-    def send(n: int) -> float:
+    started: list[float] = []
+
+    def send(n: int) -> None:
+        started.append(time.perf_counter())
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         sender, group = senders[n % len(senders)]
@@ -129,11 +149,10 @@ def measure_lag(port: int, receiver: dict, senders: list[tuple[dict, str]], rate
         answered = time.perf_counter()
         with lock:
             pending[n] = (group, created["created_at"], answered)
-        return answered
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    count = max(1, round(rate * seconds))
+    count = max(2, round(rate * seconds))
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = []
@@ -142,12 +161,15 @@ def measure_lag(port: int, receiver: dict, senders: list[tuple[dict, str]], rate
             if wait > 0:
                 time.sleep(wait)
             futures.append(pool.submit(send, n))
-        last = max(f.result() for f in futures)
+        for future in futures:
+            future.result()
     sending_done.set()
     poller.join(settle)
     stop.set()
-    elapsed = last - start
-    return {"rate": rate, "sent": count, "achieved_rate": round(count / elapsed, 1) if elapsed > 0 else None,
+    # Posts per second as they left: (n - 1) intervals between the first and the last.
+    span = max(started) - min(started)
+    return {"rate": rate, "drained_s": round(drained, 2), "sent": count,
+            "achieved_rate": round((count - 1) / span, 1) if span > 0 else None,
             "conversations": len(senders), "seen": len(lags),
             "p50_ms": round(percentile(lags, 50), 1), "p99_ms": round(percentile(lags, 99), 1)}
 

@@ -150,10 +150,10 @@ def _lag(report: dict) -> list[str]:
            f"{lag['poll_ms']:g} ms,",
            f"api server, messages spread over {lag['rates'][0]['conversations']} conversations; locally the floor is "
            f"the stream runner's idle poll, {lag['idle_poll_s']:g} s",
-           "   rate  achieved  sent  seen  p50 ms  p99 ms"]
+           "   rate  achieved  sent  seen  p50 ms  p99 ms  (stream backlog drained first, in)"]
     for r in lag["rates"]:
         out.append(f"{r['rate']:>5g}/s {_num(r['achieved_rate'], '.1f', 7)}/s {r['sent']:>5} {r['seen']:>5} "
-                   f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f}")
+                   f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f}  {r['drained_s']:.1f} s")
     return out
 
 
