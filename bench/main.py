@@ -1,14 +1,14 @@
 """bench/run (bench/main.py): measure the backend on the local stack and print a report (and JSON).
 
 Everything runs on loopback against services this script starts and stops:
-patterns A–E at the table (capacity billed against the least the access
-pattern allows, latency), the HTTP API on each server configuration at 1, 8
+patterns A–E and mark read through the services the API calls (capacity
+billed against the least the access pattern allows, latency), the HTTP API on each server configuration at 1, 8
 and 32 clients next to the original bootcamp code (the baseline) and next to
 the floor, server CPU per request and where it goes, pattern E lag at set
 rates, how A, B and D grow with the data, and bulk seeding. Figures are
 reported as ratios to baselines measured in the same run.
 
-    bench/run            full run (about 7 minutes), README's figures
+    bench/run            full run (several minutes; the report says how long), README's figures
     bench/run --quick    reduced sizes (about a minute), labelled as such
     bench/run --readme   put bench/results/latest.json (a full run) into README's block; runs nothing
 """

@@ -1,4 +1,4 @@
-"""Patterns A–E at the table: what AWS would bill per call, the least the access pattern allows, and latency.
+"""Patterns A–E and R (mark read): what AWS would bill per call, the least the access pattern allows, latency.
 
 The bill is the meter's price of every call the code made (toolbox/capacity.py).
 The minimum comes from the access pattern alone: the items it must touch,
