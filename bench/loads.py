@@ -43,7 +43,7 @@ def load_row(server: RunningServer, route: str, make: MakeRequest, clients: int,
              max_seconds: float, warmup: int) -> dict:
     """Warm up, then run one closed-loop load; return its figures, server CPU per request and requests per worker."""
     if warmup:
-        run_load(server.port, make, clients=clients, requests=warmup, max_seconds=max_seconds)
+        run_load(server.port, make, clients=clients, requests=warmup, max_seconds=max_seconds / 4)
     before, offset = server.cpu_seconds(), server.log_offset()
     result = run_load(server.port, make, clients=clients, requests=requests, max_seconds=max_seconds)
     cpu = cpu_delta(before, server.cpu_seconds(), server.service.process.pid)
@@ -181,7 +181,7 @@ def measure_cpu_profile(server: RunningServer, profile_dir: Path, make: dict[str
     """Run each route's load against a profiled server; return per route the CPU per request of each layer."""
     out = {}
     for route, request in make.items():
-        run_load(server.port, request, clients=clients, requests=min(100, requests), max_seconds=max_seconds)
+        run_load(server.port, request, clients=clients, requests=min(100, requests), max_seconds=max_seconds / 4)
         signal_workers(server, RESET, profile_dir, "reset")
         before = server.cpu_seconds()
         result = run_load(server.port, request, clients=clients, requests=requests, max_seconds=max_seconds)

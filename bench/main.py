@@ -46,7 +46,7 @@ README = ROOT / "README.md"
 README_RESULTS = RESULTS / "readme.json"
 CONVERSATIONS = 24   # the bench user's conversations: more than a page of 20
 
-QUICK = {"users": 6, "per_group": 25, "repeat": 30, "rounds": 6, "per_round": 40, "seconds": 4,
+QUICK = {"users": 6, "per_group": 25, "repeat": 30, "rounds": 6, "per_round": 40, "seconds": 1.5,
          "requests": {"api": 150, "api-gthread": 150, "baseline": 40}, "concurrency": [1, 8, 32],
          "profile_requests": 250, "lag_rates": [1, 10, 50], "lag_seconds": 2,
          "growth_messages": [10, 500, 2000], "growth_rows": [10, 100, 1000], "growth_repeat": 30, "seed_threads": 4}
