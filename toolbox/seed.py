@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any
 
@@ -25,7 +25,7 @@ from backend_flask.config import Config
 from backend_flask.lib import ddb
 from backend_flask.lib.ddb import MessagesTable
 from backend_flask.lib.ddb.calls import translate_errors
-from backend_flask.lib.ddb.keys import MEMBER_PREFIX, MESSAGE_PREFIX
+from backend_flask.lib.ddb.keys import MEMBER_PREFIX, MESSAGE_PREFIX, row_item
 from backend_flask.lib.errors import DatabaseUnavailable, DynamoDBUnavailable
 from toolbox import settings
 
@@ -136,6 +136,28 @@ def seed_messages(table: MessagesTable, sender: dict, receiver: dict, count: int
         progress(already, count)
     written = batch_write(table, items(), progress=report, total=len(wanted), workers=workers)
     return {"message_group_uuid": group, "messages": count, "existing": already, "written": written}
+
+
+def seed_conversation_rows(table: MessagesTable, owner: dict, count: int, *, workers: int = 4) -> int:
+    """Write `count` conversation rows of `owner` directly in bulk (benchmarks); return how many.
+
+    Each row names a made-up other participant and a conversation of its own,
+    whose last message that participant sent (one unread), 45 s apart going
+    back from now. Only the owner's rows are written: no
+    messages, memberships or other side behind them, so they are for reading
+    pattern B at size, not for the API to post into.
+    """
+    if count < 0:
+        raise ValueError("count must not be negative")
+    start = datetime.now(timezone.utc) - timedelta(seconds=1)
+
+    def items() -> Iterator[dict]:
+        for n in range(count):
+            other = {"uuid": str(uuid.uuid4()), "display_name": f"Bulk {n}", "handle": f"bulk{n}"}
+            yield row_item(owner=owner, other=other, group=str(uuid.uuid4()), sender=other,
+                           sk=ddb.to_iso(start - n * BULK_SPACING), message=f"bulk conversation {n}")
+
+    return batch_write(table, items(), total=count, workers=workers)
 
 
 def _conversation_start(table: MessagesTable, group: str) -> datetime:
