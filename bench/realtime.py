@@ -236,6 +236,12 @@ def load_in_child(*args, **kwargs) -> Phase:
 
 # ------------------------------------------------------------------ the run
 
+def server_cpu(service: local_services.Service) -> float:
+    """CPU seconds the server's master and workers have used so far."""
+    master = psutil.Process(service.process.pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [master, *master.children(recursive=True)])
+
+
 def server_rss(service: local_services.Service) -> int:
     """Resident memory of the server's master and workers."""
     master = psutil.Process(service.process.pid)
@@ -278,12 +284,15 @@ async def measure(port: int, service: local_services.Service, users: list[dict],
 
         await phase("warmup", warmup)
         ratios = []
+        cpu_without = cpu_with = 0.0
         for n in range(rounds):
             if n:
                 # The server notices closed streams when it next writes to them (a keep-alive, the second
                 # fails): let it drop the last round's, so they do not weigh on this round's "without".
                 await asyncio.sleep(2 * heartbeat + 2)
+            cpu = server_cpu(service)
             alone = await phase(f"without{n}")
+            cpu_without += server_cpu(service) - cpu
             _merge(without, alone)
             await asyncio.sleep(1.0)
             if n == 0:
@@ -295,7 +304,9 @@ async def measure(port: int, service: local_services.Service, users: list[dict],
                 await asyncio.sleep(3.0)  # idle
                 rss_idle = server_rss(service)
             failed += [x.failed for x in opened if x.failed]
+            cpu = server_cpu(service)
             crowded = await phase(f"with{n}")
+            cpu_with += server_cpu(service) - cpu
             _merge(loaded, crowded)
             if alone.rest_ms and crowded.rest_ms:
                 ratios.append(percentile(crowded.rest_ms, 99) / percentile(alone.rest_ms, 99))
@@ -328,6 +339,8 @@ async def measure(port: int, service: local_services.Service, users: list[dict],
         "post_p50_ms_without": round(percentile(without.post_ms, 50), 2),
         "post_p50_ms_with": round(percentile(loaded.post_ms, 50), 2),
         "rest_requests": [len(without.rest_ms), len(loaded.rest_ms)],
+        "server_cpu_per_s_without": round(cpu_without / seconds, 3),
+        "server_cpu_per_s_with": round(cpu_with / seconds, 3),
         "errors": {"without": without.errors, "with": loaded.errors},
         "server_rss_mib_before": round(rss_before / 2**20, 1), "server_rss_mib_idle": round(rss_idle / 2**20, 1),
         "kib_per_idle_stream": round((rss_idle - rss_before) / max(1, listeners) / 1024, 1),
@@ -379,6 +392,8 @@ def report(result: dict) -> str:
         f"  REST p99 without / with:  {r['rest_p99_ms_without']} ms / {r['rest_p99_ms_with']} ms = "
         f"{r['rest_p99_ratio']}x pooled, {r['rest_p99_ratio_median_of_rounds']}x median of rounds   (target <= 1.5; "
         f"p50 {r['rest_p50_ms_without']} / {r['rest_p50_ms_with']} ms)",
+        f"  server CPU without / with: {r['server_cpu_per_s_without']} / {r['server_cpu_per_s_with']} "
+        "CPU-seconds per second",
         f"  memory per idle stream:   {r['kib_per_idle_stream']} KiB (server RSS {r['server_rss_mib_before']} -> "
         f"{r['server_rss_mib_idle']} MiB)",
         f"  errors:                   {r['errors']}",
