@@ -164,14 +164,26 @@ class FaultProxy:
                     return True
         return False
 
+    def _faulted(self, link: _Link) -> bool:
+        """Apply hang or cut to a link about to forward bytes; True when its pump must stop."""
+        if self._mode == "hang":
+            self._stall(link)
+            return True
+        if self._mode in ("cut", "closed"):
+            link.close()
+            return True
+        return False
+
+    def _forget(self, link: _Link) -> None:
+        if link.closed.is_set():
+            with self._lock:
+                self._links.discard(link)
+
     def _client_side(self, link: _Link) -> None:
         """Read what the client sends and forward it (connecting to the service on the first bytes)."""
         try:
             while not link.closed.is_set():
-                try:
-                    data = link.client.recv(_CHUNK)
-                except OSError:
-                    data = b""
+                data = _recv(link.client)
                 if not data:
                     link.client_gone.set()
                     if link.upstream is not None and not link.hold_reply.is_set():
@@ -180,11 +192,7 @@ class FaultProxy:
                     return
                 if self._claim_hold(data):
                     link.hold_reply.set()
-                if self._mode == "hang":
-                    self._stall(link)
-                    return
-                if self._mode in ("cut", "closed"):
-                    link.close()
+                if self._faulted(link):
                     return
                 if self._mode == "answer":
                     link.client.sendall(self._answer)
@@ -202,33 +210,20 @@ class FaultProxy:
         except OSError:
             link.close()
         finally:
-            if link.closed.is_set():
-                with self._lock:
-                    self._links.discard(link)
+            self._forget(link)
 
     def _service_side(self, link: _Link) -> None:
         """Forward the service's replies to the client, unless a fault says otherwise."""
         try:
             while not link.closed.is_set():
-                try:
-                    data = link.upstream.recv(_CHUNK)
-                except OSError:
-                    data = b""
-                if not data:
+                data = _recv(link.upstream)
+                if not data or link.hold_reply.is_set():
+                    # A held reply: the service answered, the client must not hear it until it gives up.
                     if link.hold_reply.is_set():
                         link.client_gone.wait(HOLD_LIMIT_SECONDS)
                     link.close()
                     return
-                if link.hold_reply.is_set():
-                    # The service answered; the client must not hear it: wait until it gives up.
-                    link.client_gone.wait(HOLD_LIMIT_SECONDS)
-                    link.close()
-                    return
-                if self._mode == "hang":
-                    self._stall(link)
-                    return
-                if self._mode in ("cut", "closed"):
-                    link.close()
+                if self._faulted(link):
                     return
                 if self._mode == "corrupt":
                     data = bytes(0xFF - b for b in data)
@@ -236,5 +231,12 @@ class FaultProxy:
         except OSError:
             link.close()
         finally:
-            with self._lock:
-                self._links.discard(link)
+            self._forget(link)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    """Return the next bytes from a socket; b"" when it is closed or broken."""
+    try:
+        return sock.recv(_CHUNK)
+    except OSError:
+        return b""
