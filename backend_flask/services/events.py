@@ -378,8 +378,8 @@ def _stream(bus, table, user_uuid, subscription, cursor, first, subscribed, toke
                 else:
                     yield from _replayed(events, cursor, queried)
                 cursor.advance(horizon)
-            elif item is not None and cursor.wants(position(item)):
-                cursor.add(position(item))
+            elif item is not None and cursor.wants(where := position(item)):
+                cursor.add(where)
                 cursor.advance(horizon)
                 sent += 1
                 yield sse(event=item.kind, data=item.data, id=cursor.encode())
