@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 from flask_cors import CORS
 
 from backend_flask.config import Config
+from backend_flask.lib import budget
 from backend_flask.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,29 @@ def init_request_log(app: Flask) -> None:
         return response
 
 
+def init_budget(app: Flask, config: Config) -> None:
+    """Give every request REQUEST_BUDGET seconds of waiting on backends (lib/budget); past it, a 503."""
+
+    @app.before_request
+    def _open() -> None:
+        g.budget = budget.start(config.request_budget)
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        token = g.pop("budget", None)
+        if token is not None:
+            budget.end(token)
+
+
 def warn_about_missing_settings(config: Config) -> None:
-    """Say at start-up which required settings are empty, instead of failing every request quietly."""
+    """Say at start-up, as an error, which required settings are empty, instead of failing every request quietly."""
     missing = [name for name, value in (("CONNECTION_URL", config.connection_url),
                                         ("COGNITO_USER_POOL_ID", config.cognito_user_pool_id),
                                         ("COGNITO_CLIENT_ID", config.cognito_client_id)) if not value]
     if missing:
-        log.warning("settings not set: %s; requests that need them will fail", ", ".join(missing))
+        log.error("settings not set: %s; the API starts, but every request that needs them fails (no pool: "
+                  "every token is refused with 503 jwks_unavailable or 401)", ", ".join(missing),
+                  extra={"missing_settings": missing})
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -75,6 +92,7 @@ def create_app(config: Config | None = None) -> Flask:
     clients.init_app(app, config)
     init_cors(app, config)
     init_request_log(app)
+    init_budget(app, config)
     routes.init_app(app, config)
     errors.init_app(app)
     log.info("app created (pid %s, table %s)", os.getpid(), config.ddb_message_table)

@@ -25,12 +25,12 @@ class Config:
     connection_url: str = ""           # libpq URL of the users database (RDS in AWS); required
     db_pool_min: int = 1
     db_pool_max: int = 8
-    db_timeout: float = 3.0            # seconds to get a connection or run a query
+    db_timeout: float = 3.0            # seconds to get a connection or run a query (within the request budget)
     # AWS: endpoint unset means real AWS
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
     ddb_message_table: str = "cruddur-messages"
-    ddb_timeout: float = 2.0           # connect/read timeout of each DynamoDB call
+    ddb_timeout: float = 2.0           # connect/read timeout of each DynamoDB attempt (within the request budget)
     ddb_max_attempts: int = 3          # attempts per call (standard retry mode: backs off on throttling)
     # Cognito
     cognito_user_pool_id: str = ""
@@ -43,6 +43,9 @@ class Config:
     backend_url: str = "http://localhost:4567"
     log_level: str = "INFO"
     user_cache_ttl: float = 30.0       # seconds a sub -> user lookup is cached per process
+    request_budget: float = 1.2        # seconds a request may spend waiting on backends before it is a 503
+    health_budget: float = 0.3         # seconds /api/health gives each check (both run at once)
+    health_cache_ttl: float = 1.0      # seconds a health check's result is reused per process
     events_heartbeat: float = 15.0     # seconds between keep-alive comments on an event stream
 
     @classmethod

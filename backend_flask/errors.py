@@ -31,9 +31,13 @@ def error_response(codes: list[str], status: int) -> Response:
     return response
 
 
+# Where Werkzeug's name differs from what backend_flask.server answers for the same status: one code either way.
+HTTP_CODES = {413: "payload_too_large"}
+
+
 def http_error_code(err: HTTPException) -> str:
-    """Return the code of an HTTP error: its name in snake case ("payload_too_large")."""
-    return (err.name or "error").lower().replace(" ", "_").replace("-", "_")
+    """Return the code of an HTTP error: its name in snake case ("method_not_allowed")."""
+    return HTTP_CODES.get(err.code or 500) or (err.name or "error").lower().replace(" ", "_").replace("-", "_")
 
 
 def init_app(app: Flask) -> None:

@@ -319,9 +319,9 @@ class Handler(WSGIHandler):
 
     def _reject(self, status: int, started: float) -> None:
         """Answer with a JSON error if the client can still take it, then close the connection."""
-        log.info("rejected %s", json.dumps({
+        log.info("rejected", extra={
             "method": self.command, "path": (self.path or "").split("?")[0][:200], "status": status,
-            "ms": round((time.monotonic() - started) * 1000, 1), "client": self.client_address[0]}))
+            "ms": round((time.monotonic() - started) * 1000, 1), "client": self.client_address[0]})
         self.close_connection = True
         with contextlib.suppress(OSError, _Deadline):
             with gevent.Timeout(WRITE_ERROR_SECONDS, _Deadline):

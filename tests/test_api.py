@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
+import logging
 import re
 import time
 import uuid
@@ -12,29 +16,10 @@ import pytest
 
 from backend_flask import clients
 from backend_flask.app import create_app
-from backend_flask.lib import ddb
-from backend_flask.lib.aws import make_client
 from toolbox import local_services
+from toolbox.settings import messages_table
 
 MESSAGE_KEYS = {"uuid", "display_name", "handle", "message", "created_at"}
-
-
-@pytest.fixture
-def alice(auth):
-    """A signed-in user."""
-    return auth
-
-
-@pytest.fixture
-def bob(make_user):
-    """A second signed-in user."""
-    return make_user()
-
-
-@pytest.fixture
-def carol(make_user):
-    """A third user, in nobody's conversation."""
-    return make_user()
 
 
 @pytest.fixture
@@ -113,9 +98,11 @@ def test_created_conversation_is_readable_by_both_and_listed_for_both(client, al
     for me, other in ((alice, bob), (bob, alice)):
         response = client.get("/api/message_groups", headers=me["headers"])
         assert response.status_code == 200
-        assert response.json == [{"uuid": conversation, "display_name": other["display_name"],
-                                  "handle": other["handle"], "message": "hello bob",
-                                  "created_at": response.json[0]["created_at"]}]
+        [row] = response.json
+        assert {k: row[k] for k in ("uuid", "display_name", "handle", "message")} == {
+            "uuid": conversation, "display_name": other["display_name"], "handle": other["handle"],
+            "message": "hello bob"}
+        assert isinstance(row["unread_count"], int) and "peer_last_read_at" in row
         assert_utc_iso(response.json[0]["created_at"])
 
 
@@ -230,6 +217,48 @@ def test_message_with_a_lone_surrogate_is_422_not_500(client, alice, bob):
     assert response.json == ["message_invalid"]
 
 
+@pytest.mark.parametrize("text", ["nul\x00byte", "bell\x07", "escape \x1b[31mred", "del\x7f", "c1\x85",
+                                  "cr\rreturn", "abc\u202edcba", "\u202aembed", "\u202bx", "\u202cx", "\u202dx",
+                                  "iso\u2066late", "\u2067x", "\u2068x", "\u2069x"],
+                         ids=lambda t: t.encode("unicode_escape").decode())
+def test_messages_with_control_or_bidi_characters_are_422_message_invalid(client, alice, bob, text):
+    response = post(client, alice, message=text, handle=bob["handle"])
+    assert (response.status_code, response.json) == (422, ["message_invalid"])
+    assert client.get("/api/message_groups", headers=alice["headers"]).json == []
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\u200b \u200b", "\ufeff", "\u2060\n\t", "\u3164", "\u115f\u1160",
+                                  "\u00a0\u2003", "\u180e"], ids=lambda t: t.encode("unicode_escape").decode())
+def test_messages_of_invisible_characters_only_are_422_message_blank(client, alice, bob, text):
+    response = post(client, alice, message=text, handle=bob["handle"])
+    assert (response.status_code, response.json) == (422, ["message_blank"])
+
+
+def test_newline_tab_and_visible_text_around_a_zero_width_space_are_kept(client, alice, bob):
+    text = "line one\n\tline two \u200b\U0001F600"
+    response = post(client, alice, message=text, handle=bob["handle"])
+    assert response.status_code == 200, response.json
+    assert messages_of(client, bob, response.json["message_group_uuid"])[0]["message"] == text
+
+
+def test_the_1024_limit_counts_code_points_not_bytes_or_utf16_units(client, alice, bob):
+    # An emoji is 4 bytes in UTF-8 and 2 units in UTF-16 (what JavaScript's length counts): still one.
+    accepted = post(client, alice, message="\U0001F600" * 1024, handle=bob["handle"])
+    refused = post(client, alice, message="\U0001F600" * 1025, handle=bob["handle"])
+    assert accepted.status_code == 200, accepted.json
+    assert (refused.status_code, refused.json) == (422, ["message_exceed_max_chars_1024"])
+
+
+def test_json_nested_thousands_deep_is_400_invalid_json_without_a_traceback(client, alice, bob, caplog):
+    depth = 30_000   # about 60 KB: under the body limit, far past Python's recursion limit
+    body = '{"message": ' + "[" * depth + "]" * depth + f', "handle": "{bob["handle"]}"}}'
+    with caplog.at_level(logging.WARNING):
+        response = client.post("/api/messages", headers={**alice["headers"], "Content-Type": "application/json"},
+                               data=body)
+    assert (response.status_code, response.json) == (400, ["invalid_json"])
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 @pytest.mark.parametrize(("data", "content_type"), [
     ("{not json", "application/json"),
     ('{"message": "hi", "handle": "x"', "application/json"),
@@ -250,7 +279,7 @@ def test_malformed_or_non_json_body_is_400_invalid_json(client, alice, data, con
 def test_huge_body_is_413_not_500(client, alice):
     response = post(client, alice, message="x" * 200_000, handle="someone")
     assert response.status_code == 413
-    assert response.json == ["request_entity_too_large"]
+    assert response.json == ["payload_too_large"]   # what backend_flask.server answers too
 
 
 @pytest.mark.parametrize("group", ["not-a-uuid", "%20", "1234", "g" * 36])
@@ -307,6 +336,29 @@ def test_message_groups_page_newest_activity_first(client, alice, make_user):
     assert next_link(second) is None
 
 
+def test_the_next_link_is_relative_whatever_host_the_request_names(client, alice, bob, carol, live_api):
+    # GIVEN alice has two conversations, so her list of one has a next page
+    post(client, alice, message="to bob", handle=bob["handle"])
+    post(client, alice, message="to carol", handle=carol["handle"])
+    spoofed = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https", "Forwarded": "host=evil.example"}
+    # WHEN the list is asked for under another host and port, with forwarding headers, in-process and over HTTP
+    links = [client.get("/api/message_groups?limit=1", base_url="http://other.example:8443",
+                        headers={**alice["headers"], **spoofed}).headers["Link"]]
+    conn = http.client.HTTPConnection("127.0.0.1", live_api.port, timeout=15)
+    try:
+        conn.request("GET", "/api/message_groups?limit=1",
+                     headers={**alice["headers"], **spoofed, "Host": "other.example:8443"})
+        links.append(conn.getresponse().getheader("Link"))
+    finally:
+        conn.close()
+    # THEN each link is a path on the host the client called: no scheme, no host, no port
+    for link in links:
+        target = re.fullmatch(r'<([^>]+)>; rel="next"', link).group(1)
+        url = urlsplit(target)
+        assert (url.scheme, url.netloc, url.path) == ("", "", "/api/message_groups"), link
+        assert parse_qs(url.query)["limit"] == ["1"]
+
+
 @pytest.mark.parametrize("limit", ["", "0", "-1", "101", "abc", "1.5", "9" * 30, "２", " 5"])
 def test_out_of_range_or_malformed_limit_is_400(client, alice, limit):
     for path in ("/api/message_groups", f"/api/messages/{uuid.uuid4()}"):
@@ -322,6 +374,24 @@ def test_malformed_cursor_is_400_invalid_cursor(client, alice, bob, conversation
         response = client.get(path, headers=alice["headers"], query_string={"before": cursor})
         assert response.status_code == 400, path
         assert response.json == ["invalid_cursor"]
+
+
+def cursor_of(pk: str, sk: str) -> str:
+    """A cursor in this API's format (base64url of the last key, unpadded)."""
+    raw = json.dumps({"pk": pk, "sk": sk}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_a_cursor_whose_timestamp_has_a_trailing_newline_is_400(client, alice, bob, conversation):
+    # GIVEN a cursor in this API's format, and the same one with a newline after its timestamp
+    sk = "2026-11-22T08:03:06.045123+00:00"
+    for path, pk in (("/api/message_groups", f"GRP#{alice['uuid']}"),
+                     (f"/api/messages/{conversation}", f"MSG#{conversation}")):
+        good = client.get(path, headers=alice["headers"], query_string={"before": cursor_of(pk, sk)})
+        bad = client.get(path, headers=alice["headers"], query_string={"before": cursor_of(pk, sk + "\n")})
+        # THEN the first pages, the second is refused as not a position of this API's
+        assert good.status_code == 200, path
+        assert (bad.status_code, bad.json) == (400, ["invalid_cursor"]), path
 
 
 def test_cursor_of_another_list_is_refused(client, alice, bob, carol, conversation):
@@ -346,7 +416,7 @@ def test_create_retried_with_the_same_idempotency_key_writes_once(client, alice,
     retry = client.post("/api/messages", headers=headers, json={"message": "once", "handle": bob["handle"]})
     # THEN the retry answers with the first result and the conversation holds one message
     assert first.status_code == retry.status_code == 200
-    assert retry.json == first.json
+    assert retry.data == first.data   # the same bytes: the same JSON, key order included
     assert len(messages_of(client, bob, first.json["message_group_uuid"])) == 1
 
 
@@ -355,7 +425,7 @@ def test_append_retried_with_the_same_client_message_id_writes_once(client, alic
     first = post(client, bob, **body)
     retry = post(client, bob, **body)
     assert first.status_code == retry.status_code == 200
-    assert retry.json == first.json
+    assert retry.data == first.data   # the same bytes: the same JSON, key order included
     assert "message_group_uuid" not in retry.json
     assert [m["message"] for m in messages_of(client, alice, conversation)] == ["hello bob", "only once"]
 
@@ -462,8 +532,7 @@ def test_dynamodb_down_is_503_fast_and_recovers_without_restart(config, alice, b
     # GIVEN an app on a DynamoDB Local of its own, with a conversation in it
     port = local_services.free_port()
     own = local_services.start_dynamodb_local(port, None, tmp_path / "ddb1.log")
-    admin = make_client("dynamodb", region=config.aws_region, endpoint_url=own.url)
-    messages = ddb.MessagesTable(admin, config.ddb_message_table)
+    messages = messages_table(config.replace(aws_endpoint_url=own.url))
     app = create_app(config.replace(aws_endpoint_url=own.url, ddb_timeout=1.0, ddb_max_attempts=2))
     client = app.test_client()
     replacement = None

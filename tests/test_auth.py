@@ -160,6 +160,18 @@ def test_tokens_never_reach_the_logs_and_each_request_logs_one_line(client, auth
     assert all(isinstance(line["ms"], float) for line in lines)
 
 
+def test_a_sub_with_a_newline_stays_inside_one_json_log_line(client, forge, caplog):
+    # GIVEN a pool-signed token whose sub carries a newline and what looks like a log line of its own
+    sub = 'evil\n{"level": "ERROR", "message": "forged line"}'
+    with caplog.at_level(logging.INFO):
+        response = call(client, "GET", "/api/message_groups", forge(sub=sub))
+    assert (response.status_code, response.json) == (401, ["user_not_registered"])
+    # THEN every record formats as one line holding one JSON object, and the sub is inside it, intact
+    formatted = [JSONFormatter().format(r) for r in caplog.records]
+    assert formatted and all("\n" not in line for line in formatted)
+    assert any(sub in json.loads(line)["message"] for line in formatted)
+
+
 def test_jwks_endpoint_down_is_503_fast_not_500(config, auth):
     # GIVEN an app whose pool's JWKS endpoint has nothing listening
     dead = config.replace(cognito_endpoint_url=f"http://127.0.0.1:{local_services.free_port()}")

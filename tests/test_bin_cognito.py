@@ -44,3 +44,28 @@ def test_list_users_with_cognito_down_is_a_one_line_error(script_env):
     result = run_bin("cognito/list-users", env=dead)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_token_prints_an_access_token_of_the_app_client(script_env, make_user, config):
+    from jose import jwt
+
+    from tests.conftest import TEST_PASSWORD
+
+    user = make_user()
+    # WHEN bin/cognito/token runs with the app client known (as bin/dev records it), and with none known
+    # (as against docker compose's stack: it is found by name)
+    for env in (script_env, {**script_env, "COGNITO_CLIENT_ID": ""}):
+        result = run_bin("cognito/token", f"@{user['handle']}", "--password", TEST_PASSWORD, env=env)
+        # THEN it prints the user's access token for the stack's app client
+        assert result.returncode == 0, result.stderr
+        claims = jwt.get_unverified_claims(result.stdout.strip())
+        assert (claims["sub"], claims["client_id"], claims["token_use"]) == (user["sub"], config.cognito_client_id,
+                                                                             "access")
+
+
+def test_token_with_cognito_down_is_a_one_line_error(script_env):
+    dead = {**script_env, "COGNITO_ENDPOINT_URL": f"http://127.0.0.1:{local_services.free_port()}",
+            "COGNITO_CLIENT_ID": ""}
+    result = run_bin("cognito/token", "andrewbrown", env=dead)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr

@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from backend_flask.config import ROOT
-from toolbox import cognito, local_services, pg
+from toolbox import cognito, local_services, pg, seed
 from toolbox import users as tusers
+from toolbox.settings import messages_table
 
 PASSWORD = "Test-passw0rd!"
 
@@ -88,8 +89,11 @@ def test_schema_load_twice_then_seed_creates_the_demo_users(env, own_url):
         result = run_bin("db/schema-load", env=env)
         assert result.returncode == 0 and "db/schema.sql" in result.stdout, result
     seeded = run_bin("db/seed", env=env)
-    assert seeded.returncode == 0 and seeded.stdout.rstrip().endswith("3 users"), seeded
+    assert seeded.returncode == 0 and seeded.stdout.rstrip().endswith(": inserted 3 users"), seeded
     assert list(handles(own_url)) == ["andrewbrown", "bayko", "londo"]
+    # AND a second seed says it inserted none, rather than "3 users"
+    again = run_bin("db/seed", env=env)
+    assert again.returncode == 0 and again.stdout.rstrip().endswith(": inserted 0 users (3 were there already)"), again
 
 
 def test_prod_argument_targets_prod_connection_url(env, loaded_url):
@@ -172,6 +176,15 @@ def test_connect_opens_psql_on_the_database(env, loaded_url):
     assert result.stdout.strip() == pg.database_name(loaded_url)
 
 
+@pytest.mark.parametrize("words", [[], ["local"], ["--"], ["local", "--"]])
+def test_connect_passes_psql_arguments_through(env, loaded_url, words):
+    # WHEN connect gets psql's own options, with or without a target and a `--`
+    result = run_bin("db/connect", *words, "-tA", "-c", "SELECT current_database()", env=env)
+    # THEN psql ran them on the database (no "invalid choice" from our argument parser)
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == pg.database_name(loaded_url)
+
+
 def test_connect_uses_the_embedded_psql_when_the_system_has_none(env, loaded_url, tmp_path):
     # GIVEN a PATH with bash and dirname only (what the shims need), no psql
     for tool in ("bash", "dirname"):
@@ -193,3 +206,66 @@ def test_sessions_lists_who_is_connected(env, loaded_url):
                                                       "connected_for"]
     line = next(ln for ln in result.stdout.splitlines() if app_name in ln)
     assert pg.database_name(loaded_url) in line
+
+
+@pytest.fixture
+def own_table(env, config) -> Iterator[dict[str, str]]:
+    """The script environment with a messages table of this test only (created, deleted afterwards)."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    table = messages_table(config.replace(ddb_message_table=name))
+    table.create()
+    yield {**env, "DDB_MESSAGE_TABLE": name}
+    table.delete()
+
+
+def user_uuids(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT handle, uuid::text FROM public.users").fetchall())
+
+
+def test_demo_users_keep_their_uuids_and_conversations_across_setups(own_table, own_url, config):
+    # GIVEN a database set up from scratch, and the demo conversation of two seed users in the table
+    assert run_bin("db/setup", env=own_table).returncode == 0
+    first = user_uuids(own_url)
+    assert set(first.values()) == tusers.seed_user_uuids()
+    table = messages_table(config.replace(ddb_message_table=own_table["DDB_MESSAGE_TABLE"]))
+    andrew, bayko = seed.users_by_handle(own_url, ["andrewbrown", "bayko"])
+    group = seed.write_demo_conversation(table, andrew, bayko)
+    # WHEN the database is set up again
+    again = run_bin("db/setup", env=own_table)
+    # THEN nothing was orphaned: the same uuids, and the conversation is still theirs
+    assert again.returncode == 0, again.stderr
+    assert user_uuids(own_url) == first
+    assert [g["uuid"] for g in table.list_message_groups(first["andrewbrown"])["items"]] == [group]
+
+
+def test_setup_refuses_to_orphan_conversations_of_users_the_seed_does_not_bring_back(own_table, loaded_url, config):
+    # GIVEN a database with a user of its own who has a conversation in the table
+    with psycopg.connect(loaded_url, autocommit=True) as conn:
+        mine = conn.execute("INSERT INTO users (display_name, handle, email) VALUES ('Mine', 'mine', 'mine@x.test') "
+                            "RETURNING uuid::text").fetchone()[0]
+    table = messages_table(config.replace(ddb_message_table=own_table["DDB_MESSAGE_TABLE"]))
+    other = {"uuid": str(uuid.uuid4()), "handle": "other", "display_name": "Other"}
+    table.create_message_group(sender={"uuid": mine, "handle": "mine", "display_name": "Mine"}, receiver=other,
+                               message="keep me")
+    # WHEN setup runs without --force
+    refused = run_bin("db/setup", env=own_table)
+    # THEN it refuses in one line naming the user, and the database is untouched
+    assert_one_line_error(refused, "orphan", "mine", "--force")
+    assert user_uuids(loaded_url) == {"mine": mine}
+    # AND with --force it resets anyway
+    forced = run_bin("db/setup", "--force", env=own_table)
+    assert forced.returncode == 0, forced.stderr
+    assert "mine" not in user_uuids(loaded_url)
+
+
+def test_setup_says_so_when_it_cannot_check_the_table(env, loaded_url):
+    # GIVEN a user of the database's own, and no DynamoDB where the table should be
+    with psycopg.connect(loaded_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (display_name, handle, email) VALUES ('Mine', 'mine', 'mine@x.test')")
+    unreachable = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{local_services.free_port()}"}
+    # WHEN setup runs
+    result = run_bin("db/setup", env=unreachable)
+    # THEN it resets, and warns that it could not look for conversations it would orphan
+    assert result.returncode == 0, result.stderr
+    assert "warning: could not check" in result.stdout

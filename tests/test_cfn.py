@@ -227,11 +227,13 @@ def test_stream_mapping_retries_bisects_reports_items_and_has_a_dead_letter_queu
     destination = mapping["DestinationConfig"]["OnFailure"]["Destination"]
     assert destination == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
     assert resources["DeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
-    # The filter lets only new messages through, with the key format lib/ddb defines.
-    (flt,) = mapping["FilterCriteria"]["Filters"]
-    pattern = json.loads(flt["Pattern"])
-    assert pattern["eventName"] == ["INSERT"]
-    assert pattern["dynamodb"]["Keys"]["pk"]["S"] == [{"prefix": ddb.MESSAGE_PREFIX}]
+    # The filters let through new messages and moved read markers, with the key formats lib/ddb defines.
+    messages_only, markers = (json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"])
+    assert messages_only["eventName"] == ["INSERT"]
+    assert messages_only["dynamodb"]["Keys"]["pk"]["S"] == [{"prefix": ddb.MESSAGE_PREFIX}]
+    assert markers["eventName"] == ["INSERT", "MODIFY"]
+    assert markers["dynamodb"]["Keys"]["pk"]["S"] == [{"prefix": ddb.MEMBER_PREFIX}]
+    assert markers["dynamodb"]["NewImage"] == {"last_read_at": {"S": [{"exists": True}]}}
 
 
 def test_function_runs_the_packaged_handler_with_the_table_from_its_environment(template):

@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
+from backend_flask.lib import budget
 from backend_flask.lib.cognito_jwt_token import InvalidToken, JWKSUnavailable, TokenVerifier
+from tests.helpers import concurrently
 from toolbox.local_services import free_port
 
 
@@ -188,6 +190,7 @@ class JWKSServer:
 
     port: int
     keys: list[dict] = field(default_factory=list)
+    body: bytes | None = None    # served as is instead of {"keys": keys} when set
     status: int = 200
     delay: float = 0.0
     hits: int = 0
@@ -204,7 +207,7 @@ class JWKSServer:
             def do_GET(self):  # noqa: N802 - http.server's naming
                 state.hits += 1
                 time.sleep(state.delay)
-                body = json.dumps({"keys": state.keys}).encode()
+                body = state.body if state.body is not None else json.dumps({"keys": state.keys}).encode()
                 self.send_response(state.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -358,6 +361,19 @@ def test_hanging_jwks_endpoint_is_unavailable_within_the_timeout(jwks, signers):
     assert time.monotonic() - started < 1.5
 
 
+def test_a_hanging_jwks_endpoint_costs_a_request_no_more_than_its_budget(jwks, signers):
+    # GIVEN a JWKS endpoint that answers after 3 s, and a verifier that would wait 5 s
+    jwks.keys = [signers[0].public_jwk]
+    jwks.delay = 3
+    verifier = make_verifier(jwks, http_timeout=5.0)
+    # WHEN a token is verified within a budget of half a second
+    started = time.monotonic()
+    with budget.within(0.5), pytest.raises(JWKSUnavailable):
+        verifier.verify(signers[0].token())
+    # THEN the download gave up with the budget
+    assert time.monotonic() - started < 2.0
+
+
 @pytest.mark.parametrize("status", [500, 404])
 def test_jwks_error_status_is_unavailable(jwks, signers, status):
     jwks.keys = [signers[0].public_jwk]
@@ -379,17 +395,51 @@ def test_failed_refetch_keeps_the_known_keys(jwks, signers):
     assert verifier.verify(signers[0].token())["sub"] == "s"
 
 
+@pytest.mark.parametrize("answer", [
+    b"<html>502 Bad Gateway</html>", b'{"keys": "none"}', b'["k1"]', b'{"keys": []}', b'{}',
+    b'{"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB"}]}',
+    b'{"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0"}]}',
+], ids=["html", "keys-not-a-list", "not-an-object", "no-keys", "empty-object", "broken-rsa", "symmetric-key"])
+def test_a_malformed_refresh_never_drops_the_keys_that_verified_a_moment_ago(jwks, signers, answer):
+    # GIVEN a verifier that verified a token signed with the pool's key k1
+    jwks.keys = [signers[0].public_jwk]
+    verifier = make_verifier(jwks, refresh_interval=0)
+    assert verifier.verify(signers[0].token())["sub"] == "s"
+    # WHEN the JWKS endpoint answers garbage and anyone forces a refresh with an unknown kid
+    jwks.body = answer
+    with pytest.raises((InvalidToken, JWKSUnavailable)):
+        verifier.verify(signers[1].token())
+    assert jwks.hits == 2
+    # THEN tokens signed with k1 still verify, and a k1 token with bad claims is still refused
+    assert verifier.verify(signers[0].token())["sub"] == "s"
+    with pytest.raises(InvalidToken):
+        verifier.verify(signers[0].token(client_id="other"))
+
+
+def test_a_rotation_adds_the_new_key_and_retires_the_old_one_only_after_the_grace(jwks, signers):
+    # GIVEN a verifier that knows k1
+    jwks.keys = [signers[0].public_jwk]
+    verifier = make_verifier(jwks, refresh_interval=0, retired_key_grace=0.5)
+    old = signers[0].token()
+    assert verifier.verify(old)["sub"] == "s"
+    # WHEN the pool rotates: its JWKS now lists k2 only
+    jwks.keys = [signers[1].public_jwk]
+    # THEN k2 tokens verify after one refresh, and k1 tokens signed a moment ago still do
+    assert verifier.verify(signers[1].token())["sub"] == "s"
+    assert verifier.verify(old)["sub"] == "s"
+    # AND once the grace has passed, the retired k1 is refused
+    time.sleep(0.6)
+    with pytest.raises(InvalidToken):
+        verifier.verify(old)
+    assert verifier.verify(signers[1].token())["sub"] == "s"
+
+
 def test_concurrent_first_requests_download_once(jwks, signers):
     jwks.keys = [signers[0].public_jwk]
     jwks.delay = 0.2
     verifier = make_verifier(jwks)
     token = signers[0].token()
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(verifier.verify(token)["sub"])) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrently(lambda: verifier.verify(token)["sub"], [()] * 8)
     assert results == ["s"] * 8
     assert jwks.hits == 1
 

@@ -30,13 +30,6 @@ def scratch_url(pg_url: str) -> Iterator[str]:
     pg.drop_database(url, force=True)
 
 
-@pytest.fixture(scope="module")
-def pool_db(pg_url: str) -> Iterator[db.Db]:
-    """A Db over an open pool on the session database."""
-    pool = db.make_pool(pg_url, min_size=1, max_size=4, timeout=3.0)
-    pool.open(wait=True, timeout=10)
-    yield db.Db(pool)
-    pool.close()
 
 
 def _dead_url() -> str:
@@ -108,8 +101,8 @@ def test_schema_load_twice_is_safe_and_keeps_rows(scratch_url):
 def test_seed_creates_the_demo_users_once(scratch_url):
     pg.load_schema(scratch_url)
     # WHEN the seed runs twice
-    assert pg.load_seed(scratch_url) == 3
-    assert pg.load_seed(scratch_url) == 3
+    assert pg.load_seed(scratch_url) == (3, 0)
+    assert pg.load_seed(scratch_url) == (0, 3)
     # THEN the demo users exist once each, not yet linked to Cognito
     with pg.connect(scratch_url) as conn:
         rows = db.Db.on_connection(conn).query_array("users/all")

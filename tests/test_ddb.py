@@ -18,6 +18,7 @@ from backend_flask.lib import ddb
 from backend_flask.lib.ddb import keys, writes
 from backend_flask.lib.ddb.cursors import decode_cursor
 from backend_flask.lib.errors import Conflict, InvalidCursor, NotFound
+from tests.helpers import concurrently
 from toolbox.capacity import consumed_capacity
 
 
@@ -100,22 +101,13 @@ def test_concurrent_moves_leave_one_row_per_owner_with_the_newest_message(ddb_cl
     records = [(ts(days=1, micro=i), f"m{i}") for i in range(12)]
     work = records + random.sample(records, 6)
     random.shuffle(work)
-    errors: list[BaseException] = []
 
     def handle(chunk):
-        try:
-            for sk, text in chunk:
-                messages.move_message_groups(group, sk, text)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        for sk, text in chunk:
+            messages.move_message_groups(group, sk, text)
 
-    threads = [threading.Thread(target=handle, args=(work[i::6],)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    concurrently(handle, [(work[i::6],) for i in range(6)])
     # THEN no error, and each owner has exactly one row, at the newest message
-    assert errors == []
     newest_sk, newest_text = max(records)
     for owner in (a, b):
         [row] = rows_of(ddb_client, table, owner, group)
@@ -129,7 +121,8 @@ def test_a_stale_view_of_a_row_cannot_move_or_duplicate_it(ddb_client, table):
     [stale] = rows_of(ddb_client, table, a, group)
     messages.move_message_groups(group, ts(days=1), "moved")
     # WHEN it tries to move the row from where it saw it
-    moved = messages.move_row(group, stale, ts(days=2), "from stale view")
+    later = ts(days=2)
+    moved = messages.move_row(group, stale, {**stale, "message": "from stale view", "last_message_at": later})
     # THEN the condition refuses, and the row is still single and where the first move put it
     assert moved is False
     [row] = rows_of(ddb_client, table, a, group)
@@ -160,9 +153,10 @@ def test_move_steps_aside_when_another_conversation_of_the_owner_sits_at_that_mi
 
 
 def test_message_from_image_accepts_only_message_items():
-    message = {"pk": {"S": "MSG#g"}, "sk": {"S": "2026-11-22T08:03:06.045123+00:00"}, "message": {"S": "hi"}}
+    message = {"pk": {"S": "MSG#g"}, "sk": {"S": "2026-11-22T08:03:06.045123+00:00"}, "message": {"S": "hi"},
+               "user_uuid": {"S": "u"}}
     assert ddb.message_from_image(message) == {"message_group_uuid": "g", "sk": message["sk"]["S"],
-                                               "message": "hi"}
+                                               "message": "hi", "sender": "u"}
     for pk in ("MBR#g", "GRP#u", "IDEM#u"):
         assert ddb.message_from_image({**message, "pk": {"S": pk}}) is None
 
@@ -220,24 +214,14 @@ def test_both_people_starting_at_the_same_moment_get_one_conversation(ddb_client
     # GIVEN 4 pairs, each pair's people starting their conversation from 2 threads each at once
     pairs = [(person("ann"), person("bob")) for _ in range(4)]
     barrier = threading.Barrier(16)
-    results, errors = [], []
 
     def begin(sender, receiver, n):
         barrier.wait()
-        try:
-            results.append(messages.create_message_group(sender=sender, receiver=receiver,
-                                                     message=f"hi {n}"))
-        except BaseException as exc:
-            errors.append(exc)
+        return messages.create_message_group(sender=sender, receiver=receiver, message=f"hi {n}")
 
-    threads = [threading.Thread(target=begin, args=(s, r, f"{i}-{j}"))
-               for i, (a, b) in enumerate(pairs) for j, (s, r) in enumerate([(a, b), (b, a)] * 2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = concurrently(begin, [(s, r, f"{i}-{j}") for i, (a, b) in enumerate(pairs)
+                                   for j, (s, r) in enumerate([(a, b), (b, a)] * 2)])
     # THEN every call succeeded, each pair has one conversation holding all 4 messages, one row per person
-    assert errors == []
     for a, b in pairs:
         group = ddb.pair_group_uuid(a["uuid"], b["uuid"])
         assert sum(r["message_group_uuid"] == group for r in results) == 4
@@ -293,22 +277,12 @@ def test_twenty_writers_lose_no_message_and_paging_returns_each_once_in_order(dd
     messages = ddb.MessagesTable(ddb_client, table)
     # GIVEN 20 threads each appending 5 messages to one conversation
     a, b, group = start(ddb_client, table, "start")
-    errors = []
 
     def write(n):
-        try:
-            for i in range(5):
-                messages.create_message(message_group_uuid=group, sender=(a, b)[n % 2],
-                                   message=f"t{n}-{i}")
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(5):
+            messages.create_message(message_group_uuid=group, sender=(a, b)[n % 2], message=f"t{n}-{i}")
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    concurrently(write, [(n,) for n in range(20)])
     # WHEN pattern A pages backwards through the conversation, 7 at a time
     pages, cursor = [], None
     while True:
@@ -432,18 +406,12 @@ def test_concurrent_retries_with_one_key_write_one_message(ddb_client, table):
     messages = ddb.MessagesTable(ddb_client, table)
     a, _b, group = start(ddb_client, table)
     barrier = threading.Barrier(6)
-    results = []
 
     def send():
         barrier.wait()
-        results.append(messages.create_message(message_group_uuid=group, sender=a, message="dup",
-                                          idempotency_key="same"))
+        return messages.create_message(message_group_uuid=group, sender=a, message="dup", idempotency_key="same")
 
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = concurrently(send, [()] * 6)
     assert len(results) == 6 and len({r["uuid"] for r in results}) == 1
     assert len(partition(ddb_client, table, f"MSG#{group}")) == 2
 
@@ -514,3 +482,29 @@ def test_timestamps_are_utc_fixed_width_with_microseconds():
     values = [ddb.now_iso() for _ in range(50)]
     assert all(len(v) == 32 and v.endswith("+00:00") and ddb.is_timestamp(v) for v in values)
     assert ddb.to_iso(datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=5)))) == "2024-12-31T19:00:00.000000+00:00"
+
+
+def test_a_membership_found_is_remembered_and_a_missing_one_is_asked_again(ddb_client, table):
+    # GIVEN a fresh table object (its own cache) and a conversation
+    messages = ddb.MessagesTable(ddb_client, table)
+    a, b, group = start(ddb_client, table)
+    stranger = person("eve")
+    # WHEN a member is checked twice and a stranger twice
+    with consumed_capacity(ddb_client) as calls:
+        assert messages.is_member(group, a["uuid"]) and messages.is_member(group, a["uuid"])
+    member_calls = len(calls)
+    with consumed_capacity(ddb_client) as calls:
+        assert not messages.is_member(group, stranger["uuid"])
+        assert not messages.is_member(group, stranger["uuid"])
+    # THEN the member cost one read, and the stranger is asked each time (a member may be added later)
+    assert member_calls == 1
+    assert len([c for c in calls if c.get("TableName") == table]) >= 2
+
+
+def test_a_remembered_marker_follows_the_markers_this_process_writes(ddb_client, table):
+    messages = ddb.MessagesTable(ddb_client, table)
+    a, b, group = start(ddb_client, table)
+    assert messages.membership(group, b["uuid"]) == {}
+    first = messages.newest_message_time(group)
+    assert messages.mark_read(group, b["uuid"], first) == first
+    assert messages.membership(group, b["uuid"]) == {"last_read_at": first}

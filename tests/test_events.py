@@ -69,8 +69,11 @@ def test_a_message_reaches_the_receiver_and_the_senders_other_tab_with_their_row
                                "display_name": a["display_name"], "handle": a["handle"], "message": "hello, b",
                                "created_at": sent["created_at"]}
             (row,) = [e.json() for e in seen if e.event == "message_group"]
+            receiving = stream is to_b
             assert row == {"uuid": sent["message_group_uuid"], "display_name": other["display_name"],
-                           "handle": other["handle"], "message": "hello, b", "created_at": sent["created_at"]}
+                           "handle": other["handle"], "message": "hello, b", "created_at": sent["created_at"],
+                           "unread_count": 1 if receiving else 0,
+                           "peer_last_read_at": sent["created_at"] if receiving else None}
             assert all(e.id for e in seen)
 
 

@@ -113,7 +113,8 @@ def test_replay_finds_a_message_whose_row_pattern_e_has_not_moved_yet(bus, quiet
     assert [(e.kind, e.data.get("message")) for e in replayed] == [("message", "second"), ("message_group", "second")]
     assert replayed[0].data == {"message_group_uuid": group, **second}
     assert replayed[1].data == {"uuid": group, "display_name": "Ann", "handle": a["handle"], "message": "second",
-                                "created_at": second["created_at"]}
+                                "created_at": second["created_at"], "unread_count": 1,
+                                "peer_last_read_at": replayed[1].data["peer_last_read_at"]}
 
 
 def test_replay_finds_a_message_that_was_never_published_once_its_row_moved(bus, quiet_table):

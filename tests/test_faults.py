@@ -16,10 +16,10 @@ import pytest
 
 from backend_flask.config import Config
 from backend_flask.lib import ddb
-from backend_flask.lib.aws import make_client
 from tests.conftest import TEST_PASSWORD, serve_api
 from toolbox import local_services, pg
 from toolbox import users as tusers
+from toolbox.settings import messages_table
 
 OUTAGE_SECONDS = 2.0
 QUICK_FAILURE_SECONDS = 5.0   # a 503 must come within this
@@ -123,8 +123,8 @@ def test_dynamodb_stopped_under_load_gives_quick_503s_and_recovers(config: Confi
     data = tmp_path / "ddb-data"
     dynamodb = local_services.start_dynamodb_local(port, data, tmp_path / "ddb.log")
     own = config.replace(aws_endpoint_url=dynamodb.url)
-    client = make_client("dynamodb", region=own.aws_region, endpoint_url=dynamodb.url)
-    messages = ddb.MessagesTable(client, own.ddb_message_table)
+    messages = messages_table(own)
+    client = messages.client
     messages.create()
     api = serve_api(own, tmp_path / "api.log")
     try:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import uuid
-from pathlib import Path
 
 import psycopg
-import yaml
 
 from backend_flask import clients
 from backend_flask.app import create_app
@@ -100,11 +99,12 @@ def test_ci_runs_bin_test():
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
 
 
-def test_docker_compose_declares_the_whole_stack():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"backend-flask", "db", "dynamodb-local", "cognito-local", "stream-runner"} <= set(services)
-    assert services["backend-flask"]["build"]
-    assert "4567:4567" in [str(p) for p in services["backend-flask"]["ports"]]
-    assert Path(ROOT / services["backend-flask"]["build"]["context"] /
-                services["backend-flask"]["build"].get("dockerfile", "Dockerfile")).exists()
+def test_an_api_started_without_its_user_pool_says_so_as_an_error(config, caplog):
+    # WHEN the app starts with an empty COGNITO_USER_POOL_ID
+    with caplog.at_level(logging.INFO, logger="backend_flask.app"):
+        app = create_app(config.replace(cognito_user_pool_id=""))
+    clients.close(app)
+    # THEN its first words are an error naming the setting and what it breaks
+    [said] = [r for r in caplog.records if r.name == "backend_flask.app" and "not set" in r.getMessage()]
+    assert said.levelno == logging.ERROR
+    assert "COGNITO_USER_POOL_ID" in said.getMessage() and "every token is refused" in said.getMessage()

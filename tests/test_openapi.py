@@ -52,6 +52,23 @@ def test_every_operation_documents_its_errors(app):
                 assert "503" in codes, (method, path)
 
 
+def resolved(response: dict) -> dict:
+    """A response object, following a $ref into components."""
+    ref = response.get("$ref")
+    return SPEC["components"]["responses"][ref.rsplit("/", 1)[1]] if ref else response
+
+
+def test_every_503_documents_retry_after_and_every_error_code_the_app_may_answer_is_named():
+    described = yaml.safe_dump(SPEC)
+    for path, item in SPEC["paths"].items():
+        for method, operation in item.items():
+            if "503" in operation["responses"]:
+                assert "Retry-After" in resolved(operation["responses"]["503"]).get("headers", {}), (method, path)
+    for code in ("payload_too_large", "message_invalid", "message_blank", "invalid_json", "invalid_cursor",
+                 "database_unavailable", "dynamodb_unavailable", "jwks_unavailable"):
+        assert f"`{code}`" in described, code
+
+
 @pytest.mark.parametrize("token", ["valid", "forged", "none"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_generated_requests_get_documented_answers_and_never_a_500(app, auth, mode, token, foreign_signing_key,

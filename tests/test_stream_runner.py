@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,8 +13,8 @@ from collections.abc import Callable
 
 from backend_flask.config import ROOT
 from backend_flask.lib import ddb
-from backend_flask.lib.aws import make_client
 from toolbox import local_services, stream_runner
+from toolbox.settings import messages_table
 
 FAST = {"idle_poll": 0.05, "retry_delay": 0.05, "reconnect_delay": 0.2, "refresh_interval": 0.5}
 
@@ -63,6 +64,18 @@ class Recorder:
                 return outcome
         return self.real(event, context)
 
+    def offers(self, matches: Callable[[dict], bool]) -> list[int]:
+        """How many calls offered each record that `matches` (one count per record, in stream order)."""
+        with self.lock:
+            calls = list(self.calls)
+        counts: dict[str, int] = {}
+        for call in calls:
+            for record in call["Records"]:
+                if matches(record):
+                    sequence = record["dynamodb"]["SequenceNumber"]
+                    counts[sequence] = counts.get(sequence, 0) + 1
+        return list(counts.values())
+
     def groups_seen(self) -> list[set[str]]:
         return [{r["dynamodb"]["Keys"]["pk"]["S"] for r in call["Records"]} for call in self.calls]
 
@@ -91,7 +104,7 @@ def test_conversation_lists_follow_a_new_message_within_2s(stream_runner, ddb_cl
 
 def test_handler_exception_is_retried_and_a_poison_batch_does_not_stop_the_runner(ddb_client, config,
                                                                                      conversation):
-    # GIVEN a runner on a fresh table whose handler raises once for every batch, and always for one group
+    # GIVEN a runner on a fresh table whose handler raises for its first call, and always for one group
     table = fresh_table(ddb_client)
     poison, healthy = conversation(table), conversation(table)
     poison_pk = ddb.MESSAGE_PREFIX + poison["group"]
@@ -105,18 +118,29 @@ def test_handler_exception_is_retried_and_a_poison_batch_does_not_stop_the_runne
     recorder = Recorder(real, fail)
     runner = own_runner(config, table, recorder, max_attempts=3)
     try:
-        # WHEN the poison group gets a message, and after the runner gave up on it, the healthy one does
+        # WHEN the poison group gets a message, and once the runner gave up on it, the healthy one does
         reply(ddb_client, table, poison, "poison")
-        wait_for(lambda: runner.stats["dropped"] >= 1, 5.0, "runner gave up on the poison record")
+        wait_for(lambda: recorder.offers(lambda r: _text(r) == "poison") == [3], 10.0,
+                 "runner tried the poison record three times")
         answer = reply(ddb_client, table, healthy, "still alive")
         # THEN the healthy conversation moves: the runner kept going after the exceptions
-        wait_for(lambda: both_show(ddb_client, table, healthy, answer), 3.0, "healthy rows moved")
-        poison_calls = sum(poison_pk in seen for seen in recorder.groups_seen())
-        assert poison_calls == 3  # bounded: max_attempts, then on to the next records
+        wait_for(lambda: both_show(ddb_client, table, healthy, answer), 5.0, "healthy rows moved")
         assert runner.running
     finally:
         runner.stop()
     assert not runner.running
+    # AND each poison record was offered exactly max_attempts times, however the records were batched
+    poison_offers = recorder.offers(lambda r: r["dynamodb"]["Keys"]["pk"]["S"] == poison_pk)
+    assert len(poison_offers) == 2 and set(poison_offers) == {3}
+    assert runner.stats["dropped"] >= 2
+    assert recorder.offers(lambda r: _text(r) == "still alive") == [1]
+
+
+def _text(record: dict) -> str | None:
+    """The text of a message record (None for other items: rows carry a message text too)."""
+    if not record["dynamodb"]["Keys"]["pk"]["S"].startswith(ddb.MESSAGE_PREFIX):
+        return None
+    return record["dynamodb"].get("NewImage", {}).get("message", {}).get("S")
 
 
 def test_only_reported_records_are_retried_in_lambdas_event_shape(ddb_client, config, conversation):
@@ -181,9 +205,8 @@ def test_runner_survives_a_dynamodb_local_restart(tmp_path, config):
     runner = None
     try:
         local = config.replace(aws_endpoint_url=service.url)
-        client = make_client("dynamodb", region=local.aws_region, endpoint_url=service.url)
-        table = local.ddb_message_table
-        messages = ddb.MessagesTable(client, table)
+        messages = messages_table(local)
+        client, table = messages.client, messages.name
         messages.create()
         a, b = ({"uuid": str(uuid.uuid4()), "handle": f"h{n}", "display_name": f"P{n}"} for n in (1, 2))
         first = messages.create_message_group(sender=a, receiver=b, message="before the restart")
@@ -229,3 +252,71 @@ def test_bin_script_processes_messages_and_stops_cleanly_on_sigterm(script_env, 
     assert process.returncode == 0, output
     assert "stream batch:" in output
     assert "stream runner: stopped" in output
+
+
+def sequence_numbers(recorder: Recorder) -> set[str]:
+    return {r["dynamodb"]["SequenceNumber"] for call in recorder.calls for r in call["Records"]}
+
+
+def run_until_moved(ddb_client, config, table: str, convo: dict, text: str,
+                    checkpoints: stream_runner.Checkpoints) -> tuple[Recorder, str]:
+    """Run a runner on these positions until a reply with `text` moved both rows; return its calls and stream."""
+    recorder = Recorder(stream_runner.lambda_handler(ddb_client, table))
+    runner = own_runner(config, table, recorder, checkpoints=checkpoints)
+    try:
+        answer = reply(ddb_client, table, convo, text)
+        wait_for(lambda: both_show(ddb_client, table, convo, answer), 30.0, f"rows moved to {text!r}")
+    finally:
+        runner.stop()
+    return recorder, runner.stream_arn
+
+
+def test_a_restarted_runner_resumes_after_the_last_processed_record(ddb_client, config, conversation):
+    # GIVEN a runner that processed a conversation's records and stopped, keeping its positions in memory
+    table = fresh_table(ddb_client)
+    convo = conversation(table)
+    checkpoints = stream_runner.Checkpoints()
+    first, _arn = run_until_moved(ddb_client, config, table, convo, "before the restart", checkpoints)
+    # WHEN a new runner starts from those positions and a new message lands
+    second, _arn = run_until_moved(ddb_client, config, table, convo, "after the restart", checkpoints)
+    # THEN it got the new records only: nothing the first runner had processed was delivered again
+    # (a shard is read in order, so the new message could not have come before a replay)
+    assert sequence_numbers(second) and not sequence_numbers(second) & sequence_numbers(first)
+    assert any(r["dynamodb"]["NewImage"].get("message", {}).get("S") == "after the restart"
+               for call in second.calls for r in call["Records"] if "NewImage" in r["dynamodb"])
+
+
+def test_positions_kept_in_a_file_carry_over_to_a_new_process(ddb_client, config, conversation, tmp_path):
+    # GIVEN a runner keeping its positions in a file, stopped after a conversation's records
+    table = fresh_table(ddb_client)
+    convo = conversation(table)
+    state = tmp_path / "positions.json"
+    first, arn = run_until_moved(ddb_client, config, table, convo, "kept in a file", stream_runner.Checkpoints(state))
+    # WHEN the file is read afresh (as a restarted bin/dev does) by a new runner
+    saved = stream_runner.Checkpoints(state)
+    assert saved.positions(arn) and saved.positions("arn:of:another:stream") == {}
+    second, _arn = run_until_moved(ddb_client, config, table, convo, "next", saved)
+    # THEN nothing was delivered twice
+    assert sequence_numbers(second) and not sequence_numbers(second) & sequence_numbers(first)
+
+
+def test_info_logs_one_summary_line_per_interval_not_one_per_batch(ddb_client, config, conversation, caplog):
+    # GIVEN a runner whose summary interval is longer than the test
+    table = fresh_table(ddb_client)
+    convo = conversation(table)
+    caplog.set_level(logging.INFO, logger=stream_runner.log.name)
+    runner = own_runner(config, table, Recorder(stream_runner.lambda_handler(ddb_client, table)),
+                        summary_interval=3600)
+    try:
+        # WHEN several batches are processed
+        for n in range(3):
+            answer = reply(ddb_client, table, convo, f"batch {n}")
+            wait_for(lambda a=answer: both_show(ddb_client, table, convo, a), 30.0, f"batch {n} moved")
+        assert runner.stats["batches"] >= 3
+        assert not [r for r in caplog.records if r.getMessage().startswith("stream batch:")]
+    finally:
+        runner.stop()
+    # THEN stopping logs the one summary line, with every record counted
+    summaries = [r for r in caplog.records if r.getMessage().startswith("stream batch:")]
+    assert len(summaries) == 1 and summaries[0].levelno == logging.INFO
+    assert f"{runner.stats['records']} records in {runner.stats['batches']} handler calls" in summaries[0].getMessage()

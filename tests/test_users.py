@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -11,19 +10,13 @@ import pytest
 
 from backend_flask.lib import db, users
 from backend_flask.lib.errors import DatabaseUnavailable
+from tests.helpers import concurrently
 from toolbox import cognito, local_services, pg
 from toolbox import users as tusers
 
 PASSWORD = "Test-passw0rd!"
 
 
-@pytest.fixture(scope="module")
-def users_db(pg_url: str) -> Iterator[db.Db]:
-    """A Db over an open pool on the session database, as the app builds it."""
-    pool = db.make_pool(pg_url, min_size=1, max_size=8, timeout=3.0)
-    pool.open(wait=True, timeout=10)
-    yield db.Db(pool)
-    pool.close()
 
 
 @pytest.fixture
@@ -62,45 +55,45 @@ def subs_by_handle(url: str) -> dict[str, str | None]:
 
 # ------------------------------------------------------------------ lookups the API makes
 
-def test_user_by_cognito_sub_returns_what_the_api_needs(users_db, pg_url):
+def test_user_by_cognito_sub_returns_what_the_api_needs(pool_db, pg_url):
     user = add_user(pg_url, sub=str(uuid.uuid4()))
-    found = users.user_by_cognito_sub(users_db, user["sub"])
+    found = users.user_by_cognito_sub(pool_db, user["sub"])
     assert found == short(user)
     assert isinstance(found["uuid"], str)
-    assert users.user_by_cognito_sub(users_db, str(uuid.uuid4())) is None
+    assert users.user_by_cognito_sub(pool_db, str(uuid.uuid4())) is None
 
 
-def test_user_by_cognito_sub_matches_a_user_made_in_cognito_local(users_db, make_user):
+def test_user_by_cognito_sub_matches_a_user_made_in_cognito_local(pool_db, make_user):
     user = make_user()
-    assert users.user_by_cognito_sub(users_db, user["sub"]) == short(user)
+    assert users.user_by_cognito_sub(pool_db, user["sub"]) == short(user)
 
 
-def test_user_short_finds_a_handle_in_any_case(users_db, pg_url):
+def test_user_short_finds_a_handle_in_any_case(pool_db, pg_url):
     user = add_user(pg_url, handle=f"MiXed{uuid.uuid4().hex[:8]}")
-    assert users.user_short(users_db, user["handle"].upper()) == short(user)
-    assert users.user_short(users_db, user["handle"].lower()) == short(user)
-    assert users.user_short(users_db, "nobody" + uuid.uuid4().hex) is None
+    assert users.user_short(pool_db, user["handle"].upper()) == short(user)
+    assert users.user_short(pool_db, user["handle"].lower()) == short(user)
+    assert users.user_short(pool_db, "nobody" + uuid.uuid4().hex) is None
 
 
 @pytest.mark.parametrize("evil", [
     "x' OR '1'='1", "x'; DROP TABLE users; --", "%", "_", "%(handle)s", "\\", "' OR 1=1 --",
 ])
-def test_sql_looking_handles_are_only_data(users_db, pg_url, evil):
+def test_sql_looking_handles_are_only_data(pool_db, pg_url, evil):
     # GIVEN users exist, one of whose handle IS the SQL-looking string
     add_user(pg_url)
     odd = add_user(pg_url, handle=f"{evil}{uuid.uuid4().hex[:6]}")
     # WHEN the string (without the suffix) is looked up, it matches nothing
-    assert users.user_short(users_db, evil) is None
+    assert users.user_short(pool_db, evil) is None
     # AND the odd handle itself is found exactly, in any case
-    assert users.user_short(users_db, odd["handle"].upper()) == short(odd)
+    assert users.user_short(pool_db, odd["handle"].upper()) == short(odd)
     # AND the table is still there
-    assert users_db.query_value("users/count") >= 2
+    assert pool_db.query_value("users/count") >= 2
 
 
 @pytest.mark.parametrize("bad", ["", "a\x00b", "\ud800", "x" * 10_000])
-def test_strings_postgres_cannot_hold_are_not_found_rather_than_errors(users_db, bad):
-    assert users.user_short(users_db, bad) is None
-    assert users.user_by_cognito_sub(users_db, bad) is None
+def test_strings_postgres_cannot_hold_are_not_found_rather_than_errors(pool_db, bad):
+    assert users.user_short(pool_db, bad) is None
+    assert users.user_by_cognito_sub(pool_db, bad) is None
 
 
 def test_lookups_raise_database_unavailable_when_postgres_is_unreachable():
@@ -125,10 +118,10 @@ class Clock:
         return self.now
 
 
-def test_user_cache_serves_hits_until_they_expire(users_db, pg_url):
+def test_user_cache_serves_hits_until_they_expire(pool_db, pg_url):
     # GIVEN a cached user
     clock = Clock()
-    cache = users.UserCache(users_db, ttl=30, clock=clock)
+    cache = users.UserCache(pool_db, ttl=30, clock=clock)
     user = add_user(pg_url, sub=str(uuid.uuid4()))
     assert cache.get(user["sub"]) == short(user)
     # WHEN their name changes in Postgres
@@ -141,8 +134,8 @@ def test_user_cache_serves_hits_until_they_expire(users_db, pg_url):
     assert cache.get(user["sub"])["display_name"] == "Renamed"
 
 
-def test_user_cache_never_caches_a_miss(users_db, pg_url):
-    cache = users.UserCache(users_db, ttl=300, clock=Clock())
+def test_user_cache_never_caches_a_miss(pool_db, pg_url):
+    cache = users.UserCache(pool_db, ttl=300, clock=Clock())
     sub = str(uuid.uuid4())
     assert cache.get(sub) is None
     assert len(cache) == 0
@@ -152,8 +145,8 @@ def test_user_cache_never_caches_a_miss(users_db, pg_url):
     assert cache.get(sub) == short(user)
 
 
-def test_user_cache_returns_copies_and_can_forget(users_db, pg_url):
-    cache = users.UserCache(users_db, ttl=300, clock=Clock())
+def test_user_cache_returns_copies_and_can_forget(pool_db, pg_url):
+    cache = users.UserCache(pool_db, ttl=300, clock=Clock())
     user = add_user(pg_url, sub=str(uuid.uuid4()))
     cache.get(user["sub"])["display_name"] = "mutated by a caller"
     assert cache.get(user["sub"]) == short(user)
@@ -162,8 +155,8 @@ def test_user_cache_returns_copies_and_can_forget(users_db, pg_url):
     assert cache.get(user["sub"])["display_name"] == "Renamed"
 
 
-def test_user_cache_is_bounded_and_drops_the_least_recently_used(users_db, pg_url):
-    cache = users.UserCache(users_db, ttl=300, max_size=2, clock=Clock())
+def test_user_cache_is_bounded_and_drops_the_least_recently_used(pool_db, pg_url):
+    cache = users.UserCache(pool_db, ttl=300, max_size=2, clock=Clock())
     a, b, c = (add_user(pg_url, sub=str(uuid.uuid4())) for _ in range(3))
     cache.get(a["sub"])
     cache.get(b["sub"])
@@ -176,8 +169,8 @@ def test_user_cache_is_bounded_and_drops_the_least_recently_used(users_db, pg_ur
     assert cache.get(b["sub"])["display_name"] == "B again"  # b was evicted, so re-read
 
 
-def test_user_cache_with_zero_ttl_always_reads(users_db, pg_url):
-    cache = users.UserCache(users_db, ttl=0)
+def test_user_cache_with_zero_ttl_always_reads(pool_db, pg_url):
+    cache = users.UserCache(pool_db, ttl=0)
     user = add_user(pg_url, sub=str(uuid.uuid4()))
     cache.get(user["sub"])
     rename(pg_url, user["handle"], "Fresh")
@@ -185,27 +178,18 @@ def test_user_cache_with_zero_ttl_always_reads(users_db, pg_url):
     assert len(cache) == 0
 
 
-def test_user_cache_is_safe_to_share_between_threads(users_db, pg_url):
+def test_user_cache_is_safe_to_share_between_threads(pool_db, pg_url):
     # GIVEN a small cache shared by request threads asking for several users
-    cache = users.UserCache(users_db, ttl=300, max_size=3)
+    cache = users.UserCache(pool_db, ttl=300, max_size=3)
     people = [add_user(pg_url, sub=str(uuid.uuid4())) for _ in range(5)]
-    errors: list[BaseException] = []
 
     def worker(offset: int) -> None:
-        try:
-            for i in range(40):
-                person = people[(offset + i) % len(people)]
-                assert cache.get(person["sub"]) == short(person)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
+        for i in range(40):
+            person = people[(offset + i) % len(people)]
+            assert cache.get(person["sub"]) == short(person)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    concurrently(worker, [(n,) for n in range(6)], timeout=30)
     # THEN every answer was right and the bound held
-    assert errors == []
     assert len(cache) <= 3
 
 
@@ -283,14 +267,14 @@ def test_all_users_and_sign_up_all_create_every_row_in_the_pool(scratch_url, idp
     assert f"signup{tag}" in tusers.pool_users_by_handle(idp, config.cognito_user_pool_id)
 
 
-def test_create_signed_up_user_links_the_new_row_to_its_cognito_sub(pg_url, idp, config, users_db):
+def test_create_signed_up_user_links_the_new_row_to_its_cognito_sub(pg_url, idp, config, pool_db):
     # GIVEN a user created in the pool and in Postgres at once
     handle = f"Linked{uuid.uuid4().hex[:8]}"
     made = tusers.create_signed_up_user(pg_url, idp, config.cognito_user_pool_id, config.cognito_client_id,
                                        handle=handle, display_name="Linked User",
                                        email=f"{handle.lower()}@example.test", password="Linked-passw0rd!")
     # THEN the row is found by the sub, and the token is that user's access token
-    assert users.user_by_cognito_sub(users_db, made["sub"]) == {"uuid": made["uuid"], "handle": handle,
+    assert users.user_by_cognito_sub(pool_db, made["sub"]) == {"uuid": made["uuid"], "handle": handle,
                                                                  "display_name": "Linked User"}
     claims = idp.get_user(AccessToken=made["token"])
     assert {a["Name"]: a["Value"] for a in claims["UserAttributes"]}["sub"] == made["sub"]

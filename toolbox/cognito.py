@@ -13,10 +13,21 @@ POOL_NAME = "cruddur-user-pool"
 CLIENT_NAME = "cruddur-web"
 
 
-def ensure_pool(idp, pool_name: str = POOL_NAME, client_name: str = CLIENT_NAME) -> tuple[str, str]:
-    """Return (user_pool_id, client_id), creating the pool and its app client if missing."""
+def find_pool(idp, pool_name: str = POOL_NAME, client_name: str = CLIENT_NAME) -> tuple[str | None, str | None]:
+    """Return (user_pool_id, client_id) of the pool and app client with these names; None where missing."""
     pool_id = next((p["Id"] for p in _pages(idp.list_user_pools, "UserPools", MaxResults=60)
                     if p["Name"] == pool_name), None)
+    if pool_id is None:
+        return None, None
+    client_id = next((c["ClientId"] for c in _pages(idp.list_user_pool_clients, "UserPoolClients",
+                                                    UserPoolId=pool_id, MaxResults=60)
+                      if c["ClientName"] == client_name), None)
+    return pool_id, client_id
+
+
+def ensure_pool(idp, pool_name: str = POOL_NAME, client_name: str = CLIENT_NAME) -> tuple[str, str]:
+    """Return (user_pool_id, client_id), creating the pool and its app client if missing."""
+    pool_id, client_id = find_pool(idp, pool_name, client_name)
     if pool_id is None:
         pool_id = idp.create_user_pool(
             PoolName=pool_name,
@@ -25,9 +36,6 @@ def ensure_pool(idp, pool_name: str = POOL_NAME, client_name: str = CLIENT_NAME)
             Schema=[{"Name": "preferred_username", "AttributeDataType": "String", "Mutable": True}],
         )["UserPool"]["Id"]
         log.info("created user pool %s", pool_id)
-    client_id = next((c["ClientId"] for c in _pages(idp.list_user_pool_clients, "UserPoolClients",
-                                                    UserPoolId=pool_id, MaxResults=60)
-                      if c["ClientName"] == client_name), None)
     if client_id is None:
         client_id = idp.create_user_pool_client(
             UserPoolId=pool_id, ClientName=client_name,

@@ -2,7 +2,9 @@
 
 Postgres (embedded, or CONNECTION_URL), DynamoDB Local and cognito-local run
 as child processes with their data under .local/, so a second run keeps it.
-Ctrl-C stops every process started here.
+Ctrl-C stops every process started here. Their pids are recorded in
+.local/dev-pids.json: if this process is killed outright (SIGKILL), the next
+bin/dev, or `bin/dev --stop`, stops what it left running.
 """
 
 from __future__ import annotations
@@ -16,22 +18,75 @@ import time
 from pathlib import Path
 
 from backend_flask.config import Config
-from backend_flask.lib.aws import make_client
-from backend_flask.lib.ddb import MessagesTable
 from backend_flask.lib.errors import Error
-from toolbox import cognito, local_services, pg, seed, settings, stream_runner, users
+from toolbox import demo, dev_pids, local_services, pg, settings, stream_runner
 from toolbox.settings import LOCAL_DIR, ROOT
 
 log = logging.getLogger("bin/dev")
 
 
+class UsageError(Exception):
+    """The command line is wrong."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # As every failure of bin/dev: one `error:` line and exit status 1 (argparse would exit 2).
+        raise UsageError(f"{message} (see bin/dev --help)")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bin/dev", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bin/dev", description=__doc__.splitlines()[0])
     parser.add_argument("--flask-dev", action="store_true",
-                        help="serve with Flask's reloading dev server instead of gunicorn")
+                        help="serve with Flask's reloading dev server instead of the API's server")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--no-api", action="store_true", help="start the services and data only")
+    parser.add_argument("--stop", action="store_true",
+                        help="stop the running bin/dev, or what a killed one left running, and exit")
     return parser.parse_args(argv)
+
+
+def clean_up_after_dead_dev(pids: dev_pids.PidFile | None) -> None:
+    """Refuse to start beside a live bin/dev; stop what a dead one left running."""
+    if pids is None:
+        return
+    owner = pids.live_owner()
+    if owner is not None:
+        raise local_services.ServiceError(
+            f"another bin/dev is running (pid {owner.pid}); stop it with Ctrl-C in its terminal or bin/dev --stop")
+    stopped, foreign = pids.stop_leftovers()
+    dead = pids.owner.pid if pids.owner else "?"
+    for entry in stopped:
+        log.info("stopped %s, left running by a bin/dev that died (pid %s)", entry.describe(), dead)
+    for entry in foreign:
+        log.info("left pid %s alone: it is no longer the %s that bin/dev started", entry.pid, entry.name)
+    pids.remove()
+    settings.STATE_FILE.unlink(missing_ok=True)
+
+
+def stop_command() -> int:
+    """bin/dev --stop: stop the recorded bin/dev (it stops its services) and anything it left running."""
+    pids = dev_pids.PidFile.read(settings.PID_FILE)
+    if pids is None:
+        print(f"nothing to stop: no bin/dev recorded in {settings.PID_FILE}")
+        return 0
+    owner = pids.live_owner()
+    if owner is not None:
+        os.kill(owner.pid, signal.SIGTERM)
+        if dev_pids.wait_gone([pids.owner], dev_pids.STOP_TIMEOUT * 2):
+            raise local_services.ServiceError(f"bin/dev (pid {owner.pid}) did not stop; its services are "
+                                              f"listed in {settings.PID_FILE}")
+        print(f"stopped bin/dev (pid {owner.pid}) and its services")
+    stopped, foreign = pids.stop_leftovers()
+    for entry in stopped:
+        print(f"stopped {entry.describe()}")
+    for entry in foreign:
+        print(f"left pid {entry.pid} alone: it is no longer the {entry.name} that bin/dev started")
+    if owner is None and not stopped:
+        print("nothing was running")
+    pids.remove()
+    settings.STATE_FILE.unlink(missing_ok=True)
+    return 0
 
 
 def start_services(config: Config, env_has_db_url: bool) -> tuple[list[local_services.Service], Config]:
@@ -42,7 +97,7 @@ def start_services(config: Config, env_has_db_url: bool) -> tuple[list[local_ser
                        ("the API", settings.API_PORT)) + (() if env_has_db_url else (("Postgres", settings.PG_PORT),)):
         if local_services.port_open(port):
             raise local_services.ServiceError(
-                f"port {port} for {name} is already in use (another bin/dev running?); stop it first")
+                f"port {port} for {name} is already in use by {dev_pids.listener(port)}; stop it first")
     try:
         if not env_has_db_url:
             started.append(local_services.start_postgres(LOCAL_DIR / "postgres", settings.PG_PORT))
@@ -60,27 +115,6 @@ def start_services(config: Config, env_has_db_url: bool) -> tuple[list[local_ser
     return started, config
 
 
-def prepare_data(config: Config) -> Config:
-    """Load schemas, create the pool and demo users once, and return the config with the pool ids."""
-    pg.load_schema(config.connection_url)
-    pg.run_script(config.connection_url, pg.SEED_FILE)
-    idp = make_client("cognito-idp", region=config.cognito_region, endpoint_url=config.cognito_endpoint_url)
-    pool_id, client_id = cognito.ensure_pool(idp)
-    config = config.replace(cognito_user_pool_id=pool_id, cognito_client_id=client_id)
-    users.sign_up_all(config.connection_url, idp, pool_id, client_id, settings.DEMO_PASSWORD)
-    result = users.update_cognito_user_ids(config.connection_url, idp, pool_id)
-    for handle, _old, new in result["changed"]:
-        log.info("user %s -> cognito sub %s", handle, new)
-    table = MessagesTable(make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url),
-                          config.ddb_message_table)
-    if table.create():
-        log.info("created DynamoDB table %s", config.ddb_message_table)
-    group = seed.seed_demo_conversation(table, config.connection_url)
-    if group:
-        log.info("wrote the demo conversation %s", group)
-    return config
-
-
 def stop_all(services: list[local_services.Service]) -> None:
     """Stop services in reverse start order."""
     for service in reversed(services):
@@ -92,15 +126,32 @@ def stop_all(services: list[local_services.Service]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the local stack until Ctrl-C."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    """Run the local stack until Ctrl-C; failures print one `error:` line and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.stop:
+            return stop_command()
+        return run_stack(args)
+    except (UsageError, local_services.ServiceError, Error) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    """Start everything, serve until a signal or a dead service, stop everything."""
     # The environment wins over the local services' fixed addresses (CONNECTION_URL: your own Postgres).
     base = Config.from_env({**settings.local_defaults(), **os.environ})
     env_has_db_url = bool(os.environ.get("CONNECTION_URL"))
-    LOCAL_DIR.mkdir(exist_ok=True)
+    LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+    clean_up_after_dead_dev(dev_pids.PidFile.read(settings.PID_FILE))
+    pids = dev_pids.PidFile(settings.PID_FILE)
+    pids.start()
     started: list[local_services.Service] = []
     stopping = False
+
+    def record(service: local_services.Service) -> None:
+        pids.add(service.name, service.process.pid, service.stop_signal, [str(a) for a in service.process.args])
 
     def on_signal(signum, _frame):
         nonlocal stopping
@@ -112,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     # in sessions of their own: a closed terminal (SIGHUP) must stop them too.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
+    local_services.on_spawn.append(record)
     try:
         started, config = start_services(base, env_has_db_url)
-        config = prepare_data(config)
+        config = demo.prepare(config)
         settings.write_state(config)
         # Pattern E, as the Lambda does it in AWS: conversation lists follow new messages.
-        started.append(stream_runner.start_process(config))
+        started.append(stream_runner.start_process(config, state_file=LOCAL_DIR / "stream-positions.json"))
         if args.no_api:
             print("Local services are up. Ctrl-C stops them.", flush=True)
         elif args.flask_dev:
@@ -135,15 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         while all(s.running() for s in started):
             time.sleep(0.5)
         dead = [s.name for s in started if not s.running()]
-        log.error("%s exited; stopping the rest", ", ".join(dead))
-        return 1
+        raise local_services.ServiceError(f"{', '.join(dead)} exited; stopped the rest (logs in {LOCAL_DIR}/)")
     except KeyboardInterrupt:
         return 0
-    except (local_services.ServiceError, Error) as exc:
-        log.error("%s", exc)
-        return 1
     finally:
+        local_services.on_spawn.remove(record)
         stop_all(started)
+        pids.remove()
+        settings.STATE_FILE.unlink(missing_ok=True)
 
 
 def print_banner(config: Config) -> None:
@@ -162,8 +213,12 @@ Chat over the live event stream, in two terminals:
   bin/chat andrewbrown bayko        bin/chat bayko
 
 The stream runner moves conversation rows as messages land (pattern E).
-Ctrl-C stops everything; data stays in {Path(LOCAL_DIR).relative_to(ROOT)}/.
+Ctrl-C stops everything; data stays in {_shown(LOCAL_DIR)}/.
 """, flush=True)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

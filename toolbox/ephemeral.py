@@ -9,8 +9,7 @@ from pathlib import Path
 
 from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
-from backend_flask.lib.ddb import MessagesTable
-from toolbox import cognito, local_services, pg
+from toolbox import cognito, local_services, pg, settings
 
 
 @dataclass
@@ -62,8 +61,7 @@ def ephemeral_stack(workdir: Path, *, connection_url: str | None = None,
                 **config_overrides,
             },
         )
-        MessagesTable(make_client("dynamodb", region=config.aws_region, endpoint_url=dynamodb.url),
-                      config.ddb_message_table).create()
+        settings.messages_table(config).create()
         yield EphemeralStack(config, workdir, pg_service, dynamodb, cognito_service, started)
     finally:
         for service in reversed(started):

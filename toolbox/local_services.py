@@ -128,7 +128,12 @@ class Service:
         self._signal_tree(signal.SIGCONT)
 
 
-def spawn(name: str, args: list[str], log_path: Path | None, port: int = 0, **kwargs) -> Service:
+# Called with each Service right after its process starts, before it is ready (bin/dev records its pids).
+on_spawn: list[Callable[[Service], None]] = []
+
+
+def spawn(name: str, args: list[str], log_path: Path | None, port: int = 0, *,
+          stop_signal: int = signal.SIGTERM, **kwargs) -> Service:
     """Start a child process as a Service; its output goes to log_path, or to our terminal if None."""
     # A new session gives the service its own process group, so stop() reaches
     # every process it forks and Ctrl-C in a terminal does not hit it twice.
@@ -140,7 +145,10 @@ def spawn(name: str, args: list[str], log_path: Path | None, port: int = 0, **kw
         with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, **popen)
     log.info("started %s (pid %s) on 127.0.0.1:%s, log %s", name, process.pid, port, log_path or "terminal")
-    return Service(name, port, process, log_path or Path(os.devnull))
+    service = Service(name, port, process, log_path or Path(os.devnull), stop_signal=stop_signal)
+    for hook in on_spawn:
+        hook(service)
+    return service
 
 
 # ---------------------------------------------------------------- Postgres
@@ -214,8 +222,7 @@ def start_postgres(data_dir: Path, port: int, database: str = "cruddur", throwaw
     if throwaway:
         # Test data is thrown away anyway: skip the disk flushes.
         args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-    service = spawn("postgres", args, log_path, port, **run_as)
-    service.stop_signal = signal.SIGINT
+    service = spawn("postgres", args, log_path, port, stop_signal=signal.SIGINT, **run_as)
     service.wait_ready(lambda: _pg_accepts(bin_dir, port), timeout=60)
     pg.create_database(f"postgresql://postgres@127.0.0.1:{port}/{database}")
     return service

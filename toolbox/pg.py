@@ -13,7 +13,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -59,12 +59,16 @@ def connect(url: str, timeout: float = 10.0, *, autocommit: bool = True) -> Iter
 def run_script(url: str, path: Path, timeout: float = 10.0) -> None:
     """Run a whole SQL file (schema, seed) on its own connection, in one transaction."""
     with connect(url, timeout, autocommit=False) as conn:
-        try:
-            conn.execute(path.read_text())
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            raise DatabaseError(detail=f"{path.name}: {one_line(exc)}") from exc
+        _execute_file(conn, path)
+
+
+def _execute_file(conn: psycopg.Connection, path: Path) -> None:
+    try:
+        conn.execute(path.read_text())
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        raise DatabaseError(detail=f"{path.name}: {one_line(exc)}") from exc
 
 
 def load_schema(url: str) -> None:
@@ -72,11 +76,23 @@ def load_schema(url: str) -> None:
     run_script(url, SCHEMA_FILE)
 
 
-def load_seed(url: str) -> int:
-    """Insert the demo users if they are missing (safe to run again); return how many users exist."""
-    run_script(url, SEED_FILE)
-    with connect(url) as conn:
-        return Db.on_connection(conn).query_value("users/count")
+class SeedResult(NamedTuple):
+    """What load_seed did: users it inserted, and users the table had before."""
+
+    inserted: int
+    existing: int
+
+
+def load_seed(url: str, timeout: float = 10.0) -> SeedResult:
+    """Insert the demo users that are missing (safe to run again); say how many it inserted.
+
+    Counted in the seed's own transaction, so a rerun reports 0 inserted.
+    """
+    with connect(url, timeout, autocommit=False) as conn:
+        db = Db.on_connection(conn)
+        before = db.query_value("users/count")
+        _execute_file(conn, SEED_FILE)
+        return SeedResult(db.query_value("users/count") - before, before)
 
 
 def database_name(url: str) -> str:

@@ -3,7 +3,8 @@
 The demo conversation goes through patterns C and D like any other, so it has
 membership items and conversation rows; a large data set is written with
 BatchWriteItem (no conditions, 25 items a call), always older than the
-conversation's oldest message so it never lands on an existing key.
+conversation's start so it never lands on a real message, and with fixed keys
+so a rerun completes an interrupted load instead of adding to it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from backend_flask.config import Config
 from backend_flask.lib import ddb
 from backend_flask.lib.ddb import MessagesTable
 from backend_flask.lib.ddb.calls import translate_errors
-from backend_flask.lib.ddb.keys import MESSAGE_PREFIX
+from backend_flask.lib.ddb.keys import MEMBER_PREFIX, MESSAGE_PREFIX, row_item
 from backend_flask.lib.errors import DatabaseUnavailable, DynamoDBUnavailable
+from toolbox import settings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ DEMO_MESSAGES = [
     (1, "And Londo's. Want to rewatch it together sometime?"),
 ]
 BATCH_SIZE = 25            # the BatchWriteItem maximum
+# Bulk seeding's own client: a busy DynamoDB Local can take seconds per batch, which is no reason to stop.
+SEED_TIMEOUT = 30.0
+SEED_MAX_ATTEMPTS = 10
 BATCH_ATTEMPTS = 10        # calls per batch before unprocessed items count as a failure
 BULK_SPACING = timedelta(seconds=45)
 
@@ -86,37 +92,103 @@ def write_demo_conversation(table: MessagesTable, sender: dict, receiver: dict, 
     return group
 
 
+def patient_table(config: Config) -> MessagesTable:
+    """Return the config's table over a client with seeding's own patient timeouts and retries.
+
+    The API's client gives up after DDB_TIMEOUT x DDB_MAX_ATTEMPTS (2 s x 3):
+    right for a request, too short for a long batch load on a busy machine.
+    """
+    return settings.messages_table(config, timeout=SEED_TIMEOUT, max_attempts=SEED_MAX_ATTEMPTS)
+
+
 def seed_messages(table: MessagesTable, sender: dict, receiver: dict, count: int, *,
                   progress: Callable[[int, int], None] | None = None, workers: int = 4) -> dict:
-    """Add `count` older messages to the pair's conversation (created if missing); return {group, messages}.
+    """Give the pair's conversation (created if missing) a seeded history of `count` older messages.
 
-    Messages alternate between the two, 45 s apart, going back in time from
-    just before the conversation's oldest message.
+    Message n (0 = newest) of the history has a fixed time, 45 s apart going
+    back from just before the conversation started, and a fixed uuid, so the
+    history is the same on every run: a rerun writes only what an earlier,
+    interrupted run left out, and never adds `count` more.
+    Returns {message_group_uuid, messages, existing, written}.
     """
     if count < 0:
         raise ValueError("count must not be negative")
     write_demo_conversation(table, sender, receiver)
     group = ddb.pair_group_uuid(sender["uuid"], receiver["uuid"])
-    start = min(datetime.now(timezone.utc), _oldest_message_time(table, group)) - timedelta(seconds=1)
+    anchor = _conversation_start(table, group) - timedelta(seconds=1)
     pair = (sender, receiver)
+    times = [ddb.to_iso(anchor - n * BULK_SPACING) for n in range(count)]
+    existing = _message_times(table, group, times[-1], times[0]) if count else set()
+    wanted = [n for n in range(count) if times[n] not in existing]
+    already = count - len(wanted)
+    namespace = uuid.UUID(group)
+
+    def items() -> Iterator[dict]:
+        for n in wanted:
+            yield ddb.message_item(group, times[n], str(uuid.uuid5(namespace, f"seeded message {n}")),
+                                   pair[n % 2], f"seeded message {n + 1} before the conversation")
+
+    def report(done: int, _total: int) -> None:
+        if progress:
+            progress(already + done, count)
+
+    if progress and already:
+        progress(already, count)
+    written = batch_write(table, items(), progress=report, total=len(wanted), workers=workers)
+    return {"message_group_uuid": group, "messages": count, "existing": already, "written": written}
+
+
+def seed_conversation_rows(table: MessagesTable, owner: dict, count: int, *, workers: int = 4) -> int:
+    """Write `count` conversation rows of `owner` directly in bulk (benchmarks); return how many.
+
+    Each row names a made-up other participant and a conversation of its own,
+    whose last message that participant sent (one unread), 45 s apart going
+    back from now. Only the owner's rows are written: no
+    messages, memberships or other side behind them, so they are for reading
+    pattern B at size, not for the API to post into.
+    """
+    if count < 0:
+        raise ValueError("count must not be negative")
+    start = datetime.now(timezone.utc) - timedelta(seconds=1)
 
     def items() -> Iterator[dict]:
         for n in range(count):
-            yield ddb.message_item(group, ddb.to_iso(start - n * BULK_SPACING), str(uuid.uuid4()), pair[n % 2],
-                                   f"seeded message {count - n}")
+            other = {"uuid": str(uuid.uuid4()), "display_name": f"Bulk {n}", "handle": f"bulk{n}"}
+            yield row_item(owner=owner, other=other, group=str(uuid.uuid4()), sender=other,
+                           sk=ddb.to_iso(start - n * BULK_SPACING), message=f"bulk conversation {n}")
 
-    batch_write(table, items(), progress=progress, total=count, workers=workers)
-    return {"message_group_uuid": group, "messages": count}
+    return batch_write(table, items(), total=count, workers=workers)
 
 
-def _oldest_message_time(table: MessagesTable, group: str) -> datetime:
+def _conversation_start(table: MessagesTable, group: str) -> datetime:
+    """Return when the conversation started: its membership items' time (fixed, unlike its oldest message)."""
     with translate_errors():
-        response = table.client.query(TableName=table.name, KeyConditionExpression="pk = :pk", Limit=1,
-                                      ExpressionAttributeValues={":pk": {"S": MESSAGE_PREFIX + group}},
-                                      ConsistentRead=True, ScanIndexForward=True)
-    if not response.get("Items"):
-        return datetime.now(timezone.utc)
-    return datetime.fromisoformat(response["Items"][0]["sk"]["S"].replace("Z", "+00:00"))
+        response = table.client.query(TableName=table.name, KeyConditionExpression="pk = :pk",
+                                      ExpressionAttributeValues={":pk": {"S": MEMBER_PREFIX + group}},
+                                      ConsistentRead=True)
+    started = [ddb.from_item(item).get("created_at") for item in response.get("Items", [])]
+    started = [t for t in started if ddb.is_timestamp(t)]
+    if not started:
+        raise LookupError(f"conversation {group} has no membership items to date it by")
+    return datetime.fromisoformat(min(started).replace("Z", "+00:00"))
+
+
+def _message_times(table: MessagesTable, group: str, oldest: str, newest: str) -> set[str]:
+    """Return the sort keys of the group's messages between two times (inclusive)."""
+    kwargs: dict[str, Any] = {
+        "TableName": table.name, "KeyConditionExpression": "pk = :pk AND sk BETWEEN :oldest AND :newest",
+        "ExpressionAttributeValues": {":pk": {"S": MESSAGE_PREFIX + group}, ":oldest": {"S": oldest},
+                                      ":newest": {"S": newest}},
+        "ProjectionExpression": "sk", "ConsistentRead": True,
+    }
+    found: set[str] = set()
+    with translate_errors():
+        while True:
+            response = table.client.query(**kwargs)
+            found.update(item["sk"]["S"] for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return found
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 def batch_write(table: MessagesTable, items: Iterable[dict], *, progress: Callable[[int, int], None] | None = None,

@@ -14,10 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from backend_flask.config import Config
+from backend_flask.lib.aws import make_client
+from backend_flask.lib.ddb import MessagesTable
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_DIR = ROOT / ".local"
+# bin/dev's data, logs and records; DEV_LOCAL_DIR moves it (tests run a bin/dev of their own there).
+LOCAL_DIR = Path(os.environ.get("DEV_LOCAL_DIR") or ROOT / ".local")
 STATE_FILE = LOCAL_DIR / "dev-state.json"
+PID_FILE = LOCAL_DIR / "dev-pids.json"
 
 # Fixed ports the frontend and README expect; each can be moved with its variable.
 API_PORT = int(os.environ.get("PORT") or 4567)
@@ -52,7 +56,7 @@ def read_state() -> dict[str, str]:
 def write_state(config: Config) -> None:
     """Record the running local stack's settings for bin/ scripts in other terminals."""
     env = config.as_env()
-    LOCAL_DIR.mkdir(exist_ok=True)
+    LOCAL_DIR.mkdir(parents=True, exist_ok=True)
     STATE_FILE.write_text(json.dumps({k: env[k] for k in STATE_KEYS if k in env}, indent=2, sort_keys=True) + "\n")
 
 
@@ -75,3 +79,10 @@ def prod_config(environ: Mapping[str, str] | None = None) -> Config:
 def child_env(config: Config, **extra: str) -> dict[str, str]:
     """Return the environment of a child process of the stack: ours, the config's settings, and `extra`."""
     return {**os.environ, **config.as_env(), **extra, "PYTHONPATH": str(ROOT)}
+
+
+def messages_table(config: Config, **client_options) -> MessagesTable:
+    """Return the messages table the config names, over a client for its endpoint (the one way tools build it)."""
+    options = {"timeout": config.ddb_timeout, "max_attempts": config.ddb_max_attempts, **client_options}
+    client = make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url, **options)
+    return MessagesTable(client, config.ddb_message_table)

@@ -6,7 +6,14 @@ DynamoDB Local: it follows every shard of the table's latest stream (children
 of closed shards included), hands each GetRecords batch to the same handler in
 Lambda's event shape, retries the records the handler reports as failed
 (bounded, with backoff) and keeps going after handler errors and DynamoDB
-Local restarts. It starts at TRIM_HORIZON: the handler is idempotent.
+Local restarts.
+
+Like Lambda, it resumes where it stopped: each shard's last processed
+sequence number is kept in a `Checkpoints` (in memory, or in a file so that a
+restarted runner does not replay the whole retained stream; bin/dev keeps it
+under .local/). A stream it has no position for is read from TRIM_HORIZON:
+the handler is idempotent. At INFO it logs one summary line per
+`summary_interval` seconds of activity, not one line per batch.
 
 Run it as `bin/ddb/stream-runner`, as a child process (`start_process`) or
 in-process (`start_thread`, for tests and benchmarks).
@@ -19,6 +26,7 @@ import base64
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -116,6 +124,48 @@ class StreamUnavailable(Exception):
     """The table or its stream is not there (yet)."""
 
 
+class Checkpoints:
+    """Each shard's last processed sequence number, for one stream: in memory, or also in a JSON file.
+
+    A file survives the runner: the next one resumes after those records
+    instead of replaying the stream. Positions of another stream (the table
+    was created again) are not used.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self._stream_arn: str | None = None
+        self._shards: dict[str, str] = {}
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("stream runner: ignoring unreadable positions in %s (%s)", path, exc)
+            return
+        shards = saved.get("shards") if isinstance(saved, dict) else None
+        if isinstance(shards, dict) and isinstance(saved.get("stream_arn"), str):
+            self._stream_arn = saved["stream_arn"]
+            self._shards = {str(k): str(v) for k, v in shards.items()}
+
+    def positions(self, stream_arn: str) -> dict[str, str]:
+        """Return {shard id: last processed sequence number} kept for this stream (empty for another)."""
+        return dict(self._shards) if stream_arn == self._stream_arn else {}
+
+    def save(self, stream_arn: str, shards: dict[str, str]) -> None:
+        """Keep these positions (and write them to the file, atomically)."""
+        self._stream_arn, self._shards = stream_arn, dict(shards)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps({"stream_arn": stream_arn, "shards": self._shards}, indent=1) + "\n")
+            os.replace(partial, self.path)
+
+
 @dataclass
 class _Shard:
     shard_id: str
@@ -130,7 +180,8 @@ class StreamRunner:
 
     def __init__(self, *, dynamodb, streams, table: str, handler: Handler, batch_size: int = 100,
                  idle_poll: float = 0.25, max_attempts: int = 3, retry_delay: float = 0.2,
-                 reconnect_delay: float = 0.5, refresh_interval: float = 2.0, handler_timeout: float = 30.0):
+                 reconnect_delay: float = 0.5, refresh_interval: float = 2.0, handler_timeout: float = 30.0,
+                 checkpoints: Checkpoints | None = None, summary_interval: float = 10.0):
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE}")
         if max_attempts < 1:
@@ -146,8 +197,12 @@ class StreamRunner:
         self.reconnect_delay = reconnect_delay
         self.refresh_interval = refresh_interval
         self.handler_timeout = handler_timeout
+        self.checkpoints = checkpoints if checkpoints is not None else Checkpoints()
+        self.summary_interval = summary_interval
         self.stream_arn: str | None = None
         self.stats: Counter[str] = Counter()
+        self._window: Counter[str] = Counter()     # what the next summary line reports
+        self._window_started = time.monotonic()
         self._shards: dict[str, _Shard] = {}
         self._next_refresh = 0.0
         self._stop = threading.Event()
@@ -213,9 +268,23 @@ class StreamRunner:
             if trouble:
                 log.info("stream runner: following %s again", self.stream_arn)
                 trouble = None
+            self._summarize()
             if not busy:
                 self._stop.wait(self.idle_poll)
+        self._summarize(final=True)
         log.info("stream runner: stopped")
+
+    def _summarize(self, final: bool = False) -> None:
+        """Log one INFO line for the batches since the last one, every summary_interval seconds (and at the end)."""
+        elapsed = time.monotonic() - self._window_started
+        if not final and elapsed < self.summary_interval:
+            return
+        if self._window["batches"]:
+            window = self._window
+            log.info("stream batch: %d records in %d handler calls over %.1f s (%d failed, %d given up)",
+                     window["records"], window["batches"], elapsed, window["failed"], window["dropped"])
+        self._window = Counter()
+        self._window_started = time.monotonic()
 
     # --------------------------------------------------------------- stream
 
@@ -230,8 +299,14 @@ class StreamRunner:
         arn = table.get("LatestStreamArn")
         if not arn or not table.get("StreamSpecification", {}).get("StreamEnabled"):
             raise StreamUnavailable(f"table {self.table} has no stream enabled")
+        resume: dict[str, str] = {}
         if arn != self.stream_arn:
-            log.info("stream runner: reading %s from its oldest record", arn)
+            resume = self.checkpoints.positions(arn)
+            if resume:
+                log.info("stream runner: resuming %s after the last processed record of %d shard(s)", arn,
+                         len(resume))
+            else:
+                log.info("stream runner: reading %s from its oldest record", arn)
             self.stream_arn = arn
             self._shards = {}
         kwargs: dict[str, Any] = {"StreamArn": arn}
@@ -239,7 +314,8 @@ class StreamRunner:
             description = self.streams.describe_stream(**kwargs)["StreamDescription"]
             for shard in description.get("Shards", []):
                 if shard["ShardId"] not in self._shards:
-                    self._shards[shard["ShardId"]] = _Shard(shard["ShardId"], shard.get("ParentShardId"))
+                    self._shards[shard["ShardId"]] = _Shard(shard["ShardId"], shard.get("ParentShardId"),
+                                                            last_sequence=resume.get(shard["ShardId"]))
             last = description.get("LastEvaluatedShardId")
             if not last:
                 break
@@ -297,8 +373,11 @@ class StreamRunner:
             records = response.get("Records", [])
             if records:
                 busy = True
-                self._deliver(shard, records)
+                if not self._deliver(shard, records):
+                    break  # stopping in the middle of a batch: it is not done, so its position is not kept
                 shard.last_sequence = records[-1]["dynamodb"]["SequenceNumber"]
+                self.checkpoints.save(self.stream_arn or "", {
+                    s.shard_id: s.last_sequence for s in self._shards.values() if s.last_sequence})
             shard.iterator = response.get("NextShardIterator")
             if shard.iterator is None:
                 shard.finished = True
@@ -308,29 +387,36 @@ class StreamRunner:
 
     # ------------------------------------------------------------- delivery
 
-    def _deliver(self, shard: _Shard, records: list[dict]) -> None:
-        """Invoke the handler with a batch, retrying the records it reports as failed."""
+    def _deliver(self, shard: _Shard, records: list[dict]) -> bool:
+        """Invoke the handler with a batch, retrying the records it reports as failed.
+
+        Return True when the batch is done (delivered, or given up on as Lambda
+        would), False when a stop interrupted its retries.
+        """
         pending = [to_lambda_record(record, self.stream_arn or "") for record in records]
         failed: list[dict] = []
         for attempt in range(1, self.max_attempts + 1):
             started = time.perf_counter()
             failed = self._invoke(pending)
-            self.stats["batches"] += 1
-            self.stats["records"] += len(pending)
-            self.stats["failed"] += len(failed)
-            log.info("stream batch: shard %s, %d records, %d failed, attempt %d, %.0f ms", shard.shard_id[-8:],
-                     len(pending), len(failed), attempt, (time.perf_counter() - started) * 1000)
+            for counts in (self.stats, self._window):
+                counts["batches"] += 1
+                counts["records"] += len(pending)
+                counts["failed"] += len(failed)
+            log.debug("stream batch: shard %s, %d records, %d failed, attempt %d, %.0f ms", shard.shard_id[-8:],
+                      len(pending), len(failed), attempt, (time.perf_counter() - started) * 1000)
             if not failed:
-                return
+                return True
             if attempt == self.max_attempts:
                 break
             pending = failed
             if self._stop.wait(min(self.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY)):
-                return
+                return False
         self.stats["dropped"] += len(failed)
+        self._window["dropped"] += len(failed)
         log.error("stream runner: giving up on %d records after %d attempts (AWS would send them to the "
                   "on-failure destination): %s", len(failed), self.max_attempts,
                   ", ".join(r["dynamodb"]["SequenceNumber"] for r in failed))
+        return True
 
     def _invoke(self, records: list[dict]) -> list[dict]:
         """Call the handler once; return the records that failed, by Lambda's rules."""
@@ -360,17 +446,18 @@ def start_thread(config: Config, **options) -> StreamRunner:
     return StreamRunner.from_config(config, **options).start()
 
 
-def command() -> list[str]:
-    """Return the command line that runs the runner as its own process."""
-    return [sys.executable, "-m", "toolbox.stream_runner"]
+def command(state_file: Path | None = None) -> list[str]:
+    """Return the command line that runs the runner as its own process (positions kept in state_file)."""
+    return [sys.executable, "-m", "toolbox.stream_runner", *(["--state-file", str(state_file)] if state_file else [])]
 
 
-def start_process(config: Config, log_path: Path | None = None):
+def start_process(config: Config, log_path: Path | None = None, state_file: Path | None = None):
     """Run the runner as a child process (its own process group); return it as a local_services.Service.
 
-    With no log_path its batch lines go to this process's terminal.
+    With no log_path its summary lines go to this process's terminal; with a
+    state_file a restarted runner resumes where this one stopped.
     """
-    return local_services.spawn("stream-runner", command(), log_path, cwd=ROOT, env=child_env(config))
+    return local_services.spawn("stream-runner", command(state_file), log_path, cwd=ROOT, env=child_env(config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,7 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100, help="records per handler call (1-1000)")
     parser.add_argument("--idle-poll", type=float, default=0.25, help="seconds between polls of an idle stream")
     parser.add_argument("--max-attempts", type=int, default=3, help="handler calls per batch before giving up")
-    parser.add_argument("--verbose", action="store_true", help="also show the handler's own log lines")
+    parser.add_argument("--state-file", type=Path, metavar="PATH",
+                        help="keep each shard's position in this file and resume from it (default: in memory, "
+                             "so every start reads the stream from its oldest record)")
+    parser.add_argument("--summary-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="at most one summary line per this many seconds (default %(default)s)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show one line per batch and the handler's own log lines")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("botocore").setLevel(logging.WARNING)
@@ -389,9 +482,12 @@ def main(argv: list[str] | None = None) -> int:
     # In AWS the deployed Lambda does this; the runner is for DynamoDB Local only.
     config = config_for("local")
     runner = StreamRunner.from_config(config, batch_size=args.batch_size, idle_poll=args.idle_poll,
-                                      max_attempts=args.max_attempts)
-    if not args.verbose:
-        # One line per batch is the runner's own; the handler's summary (as in CloudWatch) only on request.
+                                      max_attempts=args.max_attempts, checkpoints=Checkpoints(args.state_file),
+                                      summary_interval=args.summary_interval)
+    if args.verbose:
+        log.setLevel(logging.DEBUG)
+    else:
+        # The handler's own lines (as in CloudWatch) only on request.
         logging.getLogger(HANDLER_MODULE).setLevel(logging.WARNING)
 
     def on_signal(_signum, _frame):

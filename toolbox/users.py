@@ -7,6 +7,7 @@ creates users or links them to Cognito subs lives here.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 from backend_flask.config import Config
 from backend_flask.lib.aws import make_client
 from backend_flask.lib.db import Db
-from toolbox import cognito
+from backend_flask.lib.ddb import MessagesTable
+from toolbox import cognito, pg
 from toolbox.pg import connect
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,25 @@ def all_users(url: str) -> list[dict]:
     """Return every user row (uuid, handle, email, display_name, cognito_user_id)."""
     with connect(url) as conn:
         return Db.on_connection(conn).query_array("users/all")
+
+
+def seed_user_uuids() -> set[str]:
+    """Return the uuids db/seed.sql gives the demo users (the users a re-created database will have)."""
+    return set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", pg.SEED_FILE.read_text()))
+
+
+def users_a_reset_would_orphan(url: str, table: MessagesTable) -> list[str]:
+    """Return the handles of users with conversations in the table whose uuid a re-created database drops.
+
+    Conversations name their members by uuid; only the seed's users come
+    back, with the uuids seed.sql fixes. Nothing to check if the database
+    does not exist.
+    """
+    if not pg.database_exists(url):
+        return []
+    keep = seed_user_uuids()
+    return [user["handle"] for user in all_users(url)
+            if user["uuid"] not in keep and table.list_message_groups(user["uuid"], limit=1)["items"]]
 
 
 def sign_up_all(url: str, idp, pool_id: str, client_id: str, password: str) -> int:

@@ -2,7 +2,11 @@
 
 One TokenVerifier per process: it downloads the pool's signing keys lazily,
 keeps them, and refetches only when a token names an unknown `kid`, at most
-once per `refresh_interval`. Only RS256 is accepted, whatever a token's
+once per `refresh_interval`. Anyone can force that refetch (any made-up
+`kid` does), so a refetch only ever adds keys: a failed, malformed or empty
+answer leaves the known keys as they were, and a key the pool stops
+publishing is still trusted for `retired_key_grace` seconds (tokens it signed
+a moment ago stay valid until then). Only RS256 is accepted, whatever a token's
 header claims; the issuer pins the pool, so tokens minted by cognito-local
 (whose private key is public) are refused where a real pool is configured.
 """
@@ -20,6 +24,7 @@ import requests
 from jose import jwk, jws
 from jose.exceptions import JWKError, JWSError
 
+from backend_flask.lib import budget
 from backend_flask.lib.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,7 @@ ALGORITHM = "RS256"
 MAX_TOKEN_LENGTH = 8192          # Cognito access tokens are ~1 KB; refuse absurd input early
 MAX_JWKS_BYTES = 256 * 1024
 FAILED_FETCH_BACKOFF = 1.0       # seconds a failed JWKS download is remembered (fail fast meanwhile)
+RETIRED_KEY_GRACE = 3600.0       # seconds a key the pool no longer publishes is still trusted (Cognito: 1 h tokens)
 
 
 class InvalidToken(Exception):
@@ -48,14 +54,16 @@ class TokenVerifier:
     """Verify Cognito access tokens of one user pool and one app client."""
 
     def __init__(self, *, issuer: str, jwks_url: str, client_id: str, refresh_interval: float = 60.0,
-                 http_timeout: float = 2.0, leeway: float = 5.0):
+                 http_timeout: float = 2.0, leeway: float = 5.0, retired_key_grace: float = RETIRED_KEY_GRACE):
         self.issuer = issuer
         self.jwks_url = jwks_url
         self.client_id = client_id
         self.refresh_interval = refresh_interval
         self.http_timeout = http_timeout
         self.leeway = leeway
+        self.retired_key_grace = retired_key_grace
         self._keys: dict[str, jwk.Key] | None = None
+        self._unpublished_since: dict[str, float] = {}   # kid -> when a download first did not list it
         self._attempted_at = float("-inf")       # monotonic time of the last download attempt
         self._failed_at = float("-inf")          # monotonic time of the last failed download
         self._lock = threading.Lock()
@@ -112,13 +120,18 @@ class TokenVerifier:
 
     def _key(self, kid: str) -> jwk.Key:
         """Return the pool's key `kid`, downloading the JWKS first if needed and allowed."""
-        keys = self._keys
-        if keys is not None and kid in keys:
-            return keys[kid]
-        with self._lock:
+        key = self._known(kid)
+        if key is not None:
+            return key
+        # Another request may be downloading: wait for it no longer than the budget allows.
+        wait = budget.remaining()
+        if not self._lock.acquire(timeout=-1 if wait is None else max(0.0, wait)):
+            raise JWKSUnavailable(detail="JWKS download by another request outlived this one's budget")
+        try:
             # Another thread may have refreshed while this one waited.
-            if self._keys is not None and kid in self._keys:
-                return self._keys[kid]
+            key = self._known(kid)
+            if key is not None:
+                return key
             now = time.monotonic()
             if self._keys is not None and now - self._attempted_at < self.refresh_interval:
                 # Rate limit: a stream of made-up kids must not turn into a stream of downloads.
@@ -127,15 +140,55 @@ class TokenVerifier:
                 raise JWKSUnavailable(detail="JWKS download failed a moment ago")
             self._attempted_at = now
             self.downloads += 1
-            self._keys = self._fetch()
-            if kid not in self._keys:
+            self._keys = self._merge(self._fetch())
+            key = self._known(kid)
+            if key is None:
                 raise InvalidToken(reason=f"unknown kid {kid!r}")
-            return self._keys[kid]
+            return key
+        finally:
+            self._lock.release()
+
+    def _known(self, kid: str) -> jwk.Key | None:
+        """Return a key already downloaded, unless the pool stopped publishing it longer than the grace ago."""
+        keys = self._keys
+        if keys is None or kid not in keys:
+            return None
+        since = self._unpublished_since.get(kid)
+        if since is not None and time.monotonic() - since > self.retired_key_grace:
+            return None
+        return keys[kid]
+
+    def _merge(self, published: dict[str, jwk.Key]) -> dict[str, jwk.Key]:
+        """Return the known keys with a download's keys added (called under the lock).
+
+        A download without one usable key tells nothing (a broken or hostile
+        answer): the known keys stay. Keys a usable download no longer lists
+        are retired after `retired_key_grace`.
+        """
+        known = dict(self._keys or {})
+        now = time.monotonic()
+        if not published:
+            if known:
+                log.warning("JWKS from %s has no usable key; keeping the %d known", self.jwks_url, len(known))
+            return known
+        for kid in known.keys() - published.keys():
+            self._unpublished_since.setdefault(kid, now)
+        for kid in published:
+            self._unpublished_since.pop(kid, None)
+        known.update(published)
+        for kid, since in list(self._unpublished_since.items()):
+            if now - since > self.retired_key_grace:
+                known.pop(kid, None)
+                del self._unpublished_since[kid]
+        return known
 
     def _fetch(self) -> dict[str, jwk.Key]:
         """Download and parse the JWKS; only RSA signing keys for RS256 are kept."""
+        timeout = budget.bound(self.http_timeout)
         try:
-            response = self._session.get(self.jwks_url, timeout=self.http_timeout)
+            if timeout <= 0:
+                raise requests.Timeout("the request's time budget is spent")
+            response = self._session.get(self.jwks_url, timeout=timeout)
             response.raise_for_status()
             if len(response.content) > MAX_JWKS_BYTES:
                 raise ValueError("JWKS too large")
@@ -155,7 +208,7 @@ class TokenVerifier:
                 continue
             try:
                 keys[entry["kid"]] = jwk.construct(entry, algorithm=ALGORITHM)
-            except JWKError as exc:
+            except (JWKError, ValueError, TypeError, KeyError) as exc:  # python-jose raises all of these
                 log.warning("skipping unusable JWKS key %s: %s", entry["kid"], exc)
         log.info("loaded %d signing key(s) from %s", len(keys), self.jwks_url)
         return keys

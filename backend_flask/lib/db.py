@@ -2,7 +2,9 @@
 
 Every unit of work borrows a connection with `with pool.connection()`.
 Parameters are always bound (`%(name)s`), never formatted into SQL. A server
-that cannot be reached raises DatabaseUnavailable within a few seconds.
+that cannot be reached raises DatabaseUnavailable within a few seconds, and
+inside a request's budget (`lib/budget`) within what is left of it: the wait
+for a connection, its checkout check and the query are each cut off then.
 Creating, dropping and loading databases is local tooling: `toolbox.pg`.
 """
 
@@ -25,6 +27,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from backend_flask.lib import budget
 from backend_flask.lib.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -137,9 +140,14 @@ _WATCHDOG = _Watchdog()
 _GRACE = 1.0
 
 
+# The checkout check gets at least this long, even at the end of a budget: a check cut
+# short would throw away a healthy connection (the pool's own wait ends the request then).
+_MIN_CHECK = 0.05
+
+
 def _check_connection(conn: psycopg.Connection, timeout: float) -> None:
-    """The pool's checkout check: one empty round trip, cut off after `timeout`."""
-    with _WATCHDOG.guard(conn, timeout):
+    """The pool's checkout check: one empty round trip, cut off after `timeout` or when the budget ends."""
+    with _WATCHDOG.guard(conn, max(_MIN_CHECK, budget.bound(timeout))):
         ConnectionPool.check_connection(conn)
 
 
@@ -159,7 +167,7 @@ class _OneConnection:
         self.conn = conn
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
         yield self.conn
 
 
@@ -178,7 +186,7 @@ class Db:
 
     def _run(self, query: str, params: dict[str, Any] | None, fetch: str):
         try:
-            with self.pool.connection() as conn, self._guard(conn), conn.cursor(row_factory=dict_row) as cur:
+            with self._connection() as conn, self._guard(conn), conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(query, params or {})
                 if fetch == "one":
                     return cur.fetchone()
@@ -191,10 +199,23 @@ class Db:
             # Connection lost, server shutting down, or statement_timeout hit.
             raise DatabaseUnavailable(detail=f"Postgres failed: {one_line(exc)}") from exc
 
+    def _connection(self):
+        """Borrow a connection, waiting no longer than the timeout or what is left of the budget."""
+        wait = budget.remaining() if self.timeout is None else budget.bound(self.timeout)
+        if wait is None:
+            return self.pool.connection()
+        if wait <= 0:
+            raise DatabaseUnavailable(detail="the request's time budget is spent")
+        return self.pool.connection(timeout=wait)
+
     def _guard(self, conn: psycopg.Connection):
-        if self.timeout is None:
+        """Cut the connection if the query outlives statement_timeout (plus grace) or the budget."""
+        limit = budget.remaining() if self.timeout is None else budget.bound(self.timeout + _GRACE)
+        if limit is None:
             return contextlib.nullcontext()
-        return _WATCHDOG.guard(conn, self.timeout + _GRACE)
+        if limit <= 0:
+            raise DatabaseUnavailable(detail="the request's time budget is spent")
+        return _WATCHDOG.guard(conn, limit)
 
     def query_object(self, name: str, /, **params: Any) -> dict[str, Any] | None:
         """Run template `name` and return its first row as a dict, or None."""

@@ -8,11 +8,10 @@ tooling: `toolbox.users`. Every uuid returned is a str.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from backend_flask.lib.cache import BoundedCache
 from backend_flask.lib.db import Db
 
 log = logging.getLogger(__name__)
@@ -58,41 +57,22 @@ class UserCache:
     def __init__(self, db: Db, ttl: float = 30.0, *, max_size: int = 10_000,
                  clock: Callable[[], float] = time.monotonic):
         self.db = db
-        self.ttl = ttl
-        self.max_size = max_size
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, dict]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache = BoundedCache(max_size=max_size, ttl=ttl, clock=clock)
 
     def get(self, sub: str) -> dict | None:
         """Return the user with this Cognito sub (a copy), from the cache while fresh."""
-        with self._lock:
-            entry = self._entries.get(sub)
-            if entry is not None:
-                if entry[0] > self._clock():
-                    self._entries.move_to_end(sub)
-                    return dict(entry[1])
-                del self._entries[sub]
-        # Query outside the lock: a slow database must not serialise every request.
-        user = user_by_cognito_sub(self.db, sub)
+        user = self._cache.get(sub)
         if user is None:
-            return None
-        if self.ttl > 0:
-            with self._lock:
-                self._entries[sub] = (self._clock() + self.ttl, user)
-                self._entries.move_to_end(sub)
-                while len(self._entries) > self.max_size:
-                    self._entries.popitem(last=False)
+            # Looked up outside any lock: a slow database must not serialise every request.
+            user = user_by_cognito_sub(self.db, sub)
+            if user is None:
+                return None
+            self._cache.put(sub, user)
         return dict(user)
 
     def invalidate(self, sub: str | None = None) -> None:
         """Forget one sub, or every entry."""
-        with self._lock:
-            if sub is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(sub, None)
+        self._cache.pop(sub)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._cache)

@@ -18,7 +18,8 @@ def list_messages(message_group_uuid: str) -> Response:
     """List the latest page of a conversation I am in, oldest first; older ones through Link."""
     group = params.message_group_uuid(message_group_uuid)
     limit, before = params.page_args()
-    page = messages.list_messages(clients.get().messages, g.user, group, limit=limit, before=before)
+    c = clients.get()
+    page = messages.list_messages(c.messages, g.user, group, limit=limit, before=before, bus=c.bus)
     return params.paged(page, limit)
 
 

@@ -56,12 +56,18 @@ def paged(page: dict, limit: int) -> Response:
     return response
 
 
-def json_body() -> dict[str, Any]:
-    """Return the request's JSON object; 400 invalid_json for anything else (nesting too deep included)."""
+def json_body(*, optional: bool = False) -> dict[str, Any]:
+    """Return the request's JSON object; 400 invalid_json for anything else (nesting too deep included).
+
+    With `optional`, an empty body is an empty object.
+    """
+    data = request.get_data(cache=False)
+    if optional and not data:
+        return {}
     if not request.is_json:
         raise BadRequest("invalid_json")
     try:
-        body = json.loads(request.get_data(cache=False))
+        body = json.loads(data)
     except (ValueError, RecursionError):  # RecursionError: a body nested a thousand levels deep
         raise BadRequest("invalid_json") from None
     if not isinstance(body, dict):
@@ -174,3 +180,13 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates, which JSON can carry
         return False
     return True
+
+
+def read_marker(body: dict[str, Any]) -> str | None:
+    """Return the optional `created_at` of a mark-read body; 422 created_at_invalid if it is no timestamp."""
+    value = body.get("created_at")
+    if value is None:
+        return None
+    if not ddb.is_timestamp(value):
+        raise Unprocessable("created_at_invalid")
+    return value

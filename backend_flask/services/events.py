@@ -177,11 +177,25 @@ def read_event(message_group_uuid: str, reader_handle: str, last_read_at: str, t
                  {"message_group_uuid": message_group_uuid, "handle": reader_handle, "last_read_at": last_read_at})
 
 
-def with_message(row: dict, text: str, at: str) -> dict:
-    """Return a conversation row as pattern E will leave it for a message (unchanged if it is newer)."""
+def with_message(row: dict, text: str, at: str, sender: str | None = None) -> dict:
+    """Return a conversation row as pattern E will leave it for a message (unchanged if it is newer).
+
+    Given the sender, the read state too: the sender has read up to their
+    message (nothing unread), the other has one more unread and sees the
+    sender's read position move. The list, settled by E, stays the truth.
+    """
     if row_time(row) >= at:
         return row
-    return {**row, "sk": max(row.get("sk", ""), at), "message": text, "last_message_at": at}
+    new = {**row, "sk": max(row.get("sk", ""), at), "message": text, "last_message_at": at}
+    if sender is None:
+        return new
+    if row.get("pk") == GROUP_PREFIX + sender:
+        new.update(unread=0, read_at=at)
+    else:
+        counted = row.get("counted_until") or row_time(row)
+        new.update(unread=int(row.get("unread") or 0) + (at > counted), counted_until=max(counted, at),
+                   peer_read_at=max(row.get("peer_read_at") or "", at))
+    return new
 
 
 # ------------------------------------------------------------------ publishing
@@ -216,7 +230,7 @@ def publish_message(bus: Bus | None, table: MessagesTable, *, message: dict, sen
             if row is None:
                 log.info("no conversation row of %s in %s to publish yet", member, group)
                 continue
-            events.append(group_event(member, with_message(row, message["message"], at)))
+            events.append(group_event(member, with_message(row, message["message"], at, sender["uuid"])))
         bus.publish(events)
     except Error as exc:
         log.warning("could not publish message %s of %s: %s", message.get("uuid"), group, exc)
@@ -294,7 +308,7 @@ def replay(bus: Bus, table: MessagesTable, user_uuid: str, cursor: Cursor) -> li
             row = _new_row(group, user_uuid, other, since)
             if row is None:
                 continue
-        if messages:
+        if messages:  # the last message as pattern E will show it; read state as the table has it so far
             row = with_message(row, messages[-1]["message"], messages[-1]["created_at"])
         event = group_event(user_uuid, row)
         found.append(event)

@@ -32,8 +32,7 @@ def config_for(target: str = "local") -> Config:
 
 def ddb_client(config: Config):
     """Return a DynamoDB client for the target."""
-    return make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url,
-                       timeout=config.ddb_timeout, max_attempts=config.ddb_max_attempts)
+    return settings.messages_table(config).client
 
 
 def cognito_client(config: Config):

@@ -15,7 +15,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from toolbox import pg, users
+from backend_flask.lib.errors import ServiceUnavailable
+from toolbox import pg, settings, users
 from toolbox.scripts.common import ScriptError, cognito_client, config_for, run
 
 
@@ -67,13 +68,20 @@ def schema_load(args: argparse.Namespace) -> int:
 def seed(args: argparse.Namespace) -> int:
     """Insert the demo users that are missing (safe to run again)."""
     url = database_url(args.target)
-    count = pg.load_seed(url)
-    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}: {count} users")
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)} into {pg.redact(url)}: {seed_summary(pg.load_seed(url))}")
     return 0
 
 
+def seed_summary(result: pg.SeedResult) -> str:
+    """Say what the seed inserted and what was there before, e.g. 'inserted 0 users (3 were there already)'."""
+    inserted = f"inserted {result.inserted} user{'s' if result.inserted != 1 else ''}"
+    if not result.existing:
+        return inserted
+    return f"{inserted} ({result.existing} {'was' if result.existing == 1 else 'were'} there already)"
+
+
 def connect(args: argparse.Namespace) -> int:
-    """Open psql on the database; arguments after -- go to psql."""
+    """Open psql on the database; every other argument goes to psql."""
     url = database_url(args.target)
     psql = pg.psql_path()
     if psql is None:
@@ -122,13 +130,15 @@ def setup(args: argparse.Namespace) -> int:
     """Drop and re-create the database, load schema and seed, link the Cognito users."""
     url = database_url("local")
     name = pg.database_name(url)
+    config = config_for("local")
+    if not args.force:
+        refuse_to_orphan(url, config)
     pg.drop_database(url, force=args.force)
     pg.create_database(url)
     print(f"re-created database {name}")
     pg.load_schema(url)
     print(f"loaded {pg.SCHEMA_FILE.relative_to(pg.ROOT)}")
-    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {pg.load_seed(url)} users")
-    config = config_for("local")
+    print(f"loaded {pg.SEED_FILE.relative_to(pg.ROOT)}: {seed_summary(pg.load_seed(url))}")
     if not config.cognito_user_pool_id:
         print("no user pool id (COGNITO_USER_POOL_ID): skipped update_cognito_user_ids")
         return 0
@@ -139,6 +149,21 @@ def setup(args: argparse.Namespace) -> int:
                           "run bin/db/update_cognito_user_ids once it is reachable") from exc
     print_cognito_report(report)
     return 0
+
+
+def refuse_to_orphan(url: str, config) -> None:
+    """Fail if re-creating the database would orphan conversations of users the seed does not bring back."""
+    table = settings.messages_table(config)
+    try:
+        orphaned = users.users_a_reset_would_orphan(url, table)
+    except ServiceUnavailable as exc:
+        print(f"warning: could not check {table.name} for conversations the reset would orphan ({exc.code})")
+        return
+    if orphaned:
+        shown = ", ".join(orphaned[:5]) + (f" and {len(orphaned) - 5} more" if len(orphaned) > 5 else "")
+        raise ScriptError(f"the reset would orphan the conversations in {table.name} of {len(orphaned)} "
+                          f"user(s) that db/seed.sql does not bring back with the same uuid ({shown}); "
+                          "pass --force to reset anyway")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], bool, bool]] = {
@@ -159,10 +184,29 @@ TARGET_HELP = {
     "update_cognito_user_ids": "CONNECTION_URL and cognito-local or COGNITO_ENDPOINT_URL (default), "
                                "or PROD_CONNECTION_URL and real Cognito (prod)",
 }
+FORCE_HELP = {
+    "default": "end the sessions using the database first",
+    "setup": "end the sessions using the database first, and reset even if that orphans conversations "
+             "of users db/seed.sql does not bring back",
+}
 EPILOGS = {
-    "connect": "Arguments after -- go to psql, e.g. bin/db/connect -- -c 'SELECT count(*) FROM users'",
+    "connect": "Every other argument goes to psql, e.g. bin/db/connect -c 'SELECT count(*) FROM users' "
+               "(or after --: bin/db/connect prod -- -tA -c '...')",
     "setup": "Works on CONNECTION_URL only; never on prod.",
 }
+
+
+def split_psql_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split connect's arguments: ([local|prod] or --help, for us; everything else, for psql).
+
+    An optional `--` before psql's arguments is dropped, so both
+    `connect -c 'SELECT 1'` and `connect prod -- -c 'SELECT 1'` work.
+    """
+    if argv[:1] in (["-h"], ["--help"]):
+        return argv[:1], []
+    ours = argv[:1] if argv[:1] in (["local"], ["prod"]) else []
+    rest = argv[len(ours):]
+    return ours, rest[1:] if rest[:1] == ["--"] else rest
 
 
 def main(argv: list[str]) -> int:
@@ -172,16 +216,15 @@ def main(argv: list[str]) -> int:
     name, argv = argv[0], argv[1:]
     function, takes_target, takes_force = COMMANDS[name]
     psql_args: list[str] = []
-    if name == "connect" and "--" in argv:
-        at = argv.index("--")
-        argv, psql_args = argv[:at], argv[at + 1:]
+    if name == "connect":
+        argv, psql_args = split_psql_args(argv)
     parser = argparse.ArgumentParser(prog=f"bin/db/{name}", description=function.__doc__,
                                      epilog=EPILOGS.get(name))
     if takes_target:
         parser.add_argument("target", nargs="?", choices=["local", "prod"], default="local",
                             help=TARGET_HELP.get(name, TARGET_HELP["default"]))
     if takes_force:
-        parser.add_argument("--force", action="store_true", help="end the sessions using the database first")
+        parser.add_argument("--force", action="store_true", help=FORCE_HELP.get(name, FORCE_HELP["default"]))
     args = parser.parse_args(argv)
     args.psql_args = psql_args
     return function(args)

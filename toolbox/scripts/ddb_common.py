@@ -62,9 +62,21 @@ def split_target(parser: argparse.ArgumentParser, words: list[str]) -> tuple[str
     return "local", words
 
 
+def page_limit(raw: str) -> int:
+    """Parse --limit: an integer in 1..MAX_LIMIT, or a usage error (never silently clamped)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
+    if not 1 <= value <= ddb.MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be 1..{ddb.MAX_LIMIT} (a page is at most {ddb.MAX_LIMIT} items), "
+                                         f"not {value}")
+    return value
+
+
 def add_page_options(parser: argparse.ArgumentParser) -> None:
     """Add the options of the pattern scripts that print one page: --limit, --before, --json."""
-    parser.add_argument("--limit", type=int, default=ddb.DEFAULT_LIMIT, help=f"page size, 1..{ddb.MAX_LIMIT}")
+    parser.add_argument("--limit", type=page_limit, default=ddb.DEFAULT_LIMIT, help=f"page size, 1..{ddb.MAX_LIMIT}")
     parser.add_argument("--before", metavar="CURSOR", help="the cursor of an older page")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 

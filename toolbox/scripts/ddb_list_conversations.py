@@ -14,9 +14,11 @@ from toolbox.scripts.common import run
 from toolbox.scripts.ddb_common import add_page_options, print_page, require_table, split_target, target
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bin/ddb/patterns/list-conversations",
-                                     description=__doc__.splitlines()[0])
+def main(argv: list[str], *, prog: str = "bin/ddb/patterns/list-conversations",
+         description: str = __doc__.splitlines()[0],
+         columns: tuple[str, ...] = ("created_at", "handle", "uuid", "message")) -> int:
+    """List a user's conversations (pattern B) with the given columns and the capacity consumed."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("words", nargs="*", metavar="[prod] [HANDLE]")
     parser.add_argument("--user-uuid", metavar="UUID", help="a user's uuid instead of a handle")
     add_page_options(parser)
@@ -32,7 +34,7 @@ def main(argv: list[str]) -> int:
         user_uuid = user["uuid"]
     with consumed_capacity(t.client) as capacity:
         page = t.messages.list_message_groups(user_uuid, limit=args.limit, before=args.before)
-    print_page(page, capacity, ["created_at", "handle", "uuid", "message"], args.json)
+    print_page(page, capacity, list(columns), args.json)
     return 0
 
 

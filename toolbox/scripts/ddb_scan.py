@@ -13,8 +13,11 @@ from toolbox.scripts.ddb_common import capacity_line, dumps, require_table, targ
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bin/ddb/scan", description=__doc__)
     add_target(parser)
-    parser.add_argument("--limit", type=int, help="stop after this many items")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="stop after N items (each Scan call asks for no more than that)")
     args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 0:
+        parser.error("--limit must not be negative")
     if args.target == "prod":
         raise ScriptError("scan refuses to run against prod: it reads (and pays for) the whole table")
     t = target(args.target)

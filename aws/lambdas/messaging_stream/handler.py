@@ -1,18 +1,20 @@
-"""messaging-stream Lambda: when a message lands, move both conversation rows to it (pattern E).
+"""messaging-stream Lambda: keep both conversation rows on the latest message and read state (pattern E).
 
 Lambda invokes `handler` with a DynamoDB Streams batch of the `cruddur-messages`
-table. Every record is looked at; only INSERTs of message items (`MSG#`) do
-anything. Failures are reported per record (`batchItemFailures`, the
-ReportBatchItemFailures contract), so one bad record never hides the others'
-success. The move itself is `MessagesTable.move_message_groups`: idempotent and only
-forward in time, so a batch delivered twice, or out of order, is harmless.
+table. Every record is looked at; new message items (`MSG#`) and membership
+items (`MBR#`) that carry a read marker do something: per conversation, the
+newest message and the read positions are settled at once. Failures are
+reported per record (`batchItemFailures`, the ReportBatchItemFailures
+contract), so one bad record never hides the others' success. The work itself
+is `MessagesTable.settle`: idempotent and only forward in time, so a batch
+delivered twice, or out of order, is harmless.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backend_flask.lib import ddb
@@ -32,61 +34,64 @@ class BatchProcessingError(Exception):
     """Every record of the batch failed: Lambda retries (and bisects) the whole batch."""
 
 
-@dataclass(frozen=True)
-class NewMessage:
-    """What pattern E needs from a stream record."""
+@dataclass
+class GroupChange:
+    """What a batch says about one conversation: its newest new message and who has read up to when."""
 
-    message_group_uuid: str
-    sk: str
-    message: str
-    sequence: str
+    newest: tuple[str, str] | None = None          # (created_at, text)
+    reads: dict[str, str] = field(default_factory=dict)
+    sequences: list[str] = field(default_factory=list)
+
+    def read(self, user_uuid: str | None, at: str) -> None:
+        """Note that the user has read up to `at` (only the latest position counts)."""
+        if user_uuid and at > self.reads.get(user_uuid, ""):
+            self.reads[user_uuid] = at
 
 
-def new_message(record: dict) -> NewMessage | None:
-    """Return the message a record announces, or None if pattern E ignores the record."""
-    if record.get("eventName") != "INSERT":
-        return None
+def note(record: dict, changes: dict[str, GroupChange]) -> None:
+    """Add what one record says to the batch's changes per conversation (nothing if E ignores it)."""
+    if record.get("eventName") not in ("INSERT", "MODIFY"):
+        return
     data = record["dynamodb"]
     image = data["NewImage"]
-    found = ddb.message_from_image(image)
-    if found is None:
-        return None
-    text = image.get("message", {}).get("S")
-    if not isinstance(text, str):
-        # Never blank a conversation's last message because of a broken item.
-        raise ValueError("message item without a string 'message'")
-    return NewMessage(found["message_group_uuid"], found["sk"], text, data["SequenceNumber"])
+    message = ddb.message_from_image(image) if record["eventName"] == "INSERT" else None
+    if message is not None:
+        if not isinstance(image.get("message", {}).get("S"), str):
+            # Never blank a conversation's last message because of a broken item.
+            raise ValueError("message item without a string 'message'")
+        change = changes.setdefault(message["message_group_uuid"], GroupChange())
+        if change.newest is None or message["sk"] > change.newest[0]:
+            change.newest = (message["sk"], message["message"])
+        change.read(message["sender"], message["sk"])   # sending marks read up to the message sent
+        change.sequences.append(data["SequenceNumber"])
+        return
+    marker = ddb.read_marker_from_image(image)
+    if marker is not None:
+        change = changes.setdefault(marker["message_group_uuid"], GroupChange())
+        change.read(marker["user_uuid"], marker["last_read_at"])
+        change.sequences.append(data["SequenceNumber"])
 
 
 def process_batch(event: dict, table: ddb.MessagesTable) -> dict:
-    """Move conversation rows for every new message of a batch; return the records that failed."""
+    """Settle the conversation rows of every conversation a batch touches; return the records that failed."""
     records = event.get("Records") or []
     failed: list[str] = []
-    newest: dict[str, NewMessage] = {}
-    sequences: dict[str, list[str]] = {}
+    changes: dict[str, GroupChange] = {}
     for record in records:
         try:
-            message = new_message(record)
+            note(record, changes)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             log.error("malformed record %s: %r", _sequence(record), exc)
             failed.append(_sequence(record))
-            continue
-        if message is None:
-            continue
-        group = message.message_group_uuid
-        sequences.setdefault(group, []).append(message.sequence)
-        # Several messages of one group in a batch: only the newest moves the rows.
-        if group not in newest or message.sk > newest[group].sk:
-            newest[group] = message
-    moved = 0
-    for group, message in newest.items():
+    changed = 0
+    for group, change in changes.items():
         try:
-            moved += table.move_message_groups(group, message.sk, message.message)
+            changed += table.settle(group, newest=change.newest, reads=change.reads)
         except Exception:  # one group's failure must not hide the others' success
-            log.exception("moving the conversation rows of group %s to %s failed", group, message.sk)
-            failed.extend(sequences[group])
-    log.info("batch: %d records, %d new messages in %d groups, %d rows moved, %d failed",
-             len(records), sum(map(len, sequences.values())), len(newest), moved, len(failed))
+            log.exception("settling the conversation rows of group %s failed", group)
+            failed.extend(change.sequences)
+    log.info("batch: %d records, %d conversations, %d rows changed, %d failed",
+             len(records), len(changes), changed, len(failed))
     if records and len(failed) == len(records):
         raise BatchProcessingError(f"all {len(records)} records failed")
     order = {sequence: n for n, sequence in enumerate(_sequence(r) for r in records)}

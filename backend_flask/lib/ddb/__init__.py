@@ -11,7 +11,8 @@ pattern. The modules beside this one split it by concern:
 | `schema`    | the table definition; create, delete, ping |
 | `reads`     | A (a conversation's messages), B (my conversations), membership |
 | `writes`    | C (start a conversation), D (append), idempotency |
-| `stream`    | E (move both conversation rows when a message lands) |
+| `markers`   | read markers and unread counts |
+| `stream`    | E (settle both conversation rows when messages land or markers move) |
 | `replay`    | what changed in a user's conversations since a time (event stream replay) |
 | `tickets`   | one-time tickets that open an event stream |
 | `table`     | `MessagesTable`, which puts them together |
@@ -54,6 +55,7 @@ from backend_flask.lib.ddb.keys import (
     message_item,
     now_iso,
     pair_group_uuid,
+    read_marker_from_image,
     to_iso,
     to_item,
 )
@@ -64,5 +66,5 @@ __all__ = [
     "DEFAULT_LIMIT", "GROUP_INDEX", "GROUP_PREFIX", "IDEMPOTENCY_PREFIX", "MAX_CURSOR_LENGTH", "MAX_LIMIT",
     "MEMBER_PREFIX", "MESSAGE_PREFIX", "TABLE_NAME", "TICKET_PREFIX", "TTL_ATTRIBUTE",
     "MessagesTable", "from_item", "is_timestamp", "list_tables", "message_from_image", "message_item",
-    "now_iso", "pair_group_uuid", "table_definition", "to_item", "to_iso",
+    "now_iso", "pair_group_uuid", "read_marker_from_image", "table_definition", "to_item", "to_iso",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from backend_flask.lib import budget
 from backend_flask.lib.ddb.keys import from_item
 from backend_flask.lib.errors import DynamoDBUnavailable, TableMissing
 
@@ -61,8 +62,8 @@ def error_code(exc: ClientError) -> str:
 
 
 def backoff(attempt: int) -> None:
-    """Sleep a random, growing while (full jitter), at most a second."""
-    time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
+    """Sleep a random, growing while (full jitter), at most a second, and never past the request's budget."""
+    time.sleep(max(0.0, budget.bound(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))))
 
 
 def conditional(action: dict[str, Any]) -> dict[str, Any]:

@@ -124,11 +124,22 @@ def message_item(message_group_uuid: str, sk: str, message_uuid: str, sender: di
             "user_handle": sender["handle"]}
 
 
-def row_item(*, owner: dict, other: dict, group: str, sk: str, message: str) -> dict:
-    """Return the plain conversation row of `owner` (it shows the other participant)."""
-    return {"pk": GROUP_PREFIX + owner["uuid"], "sk": sk, "message_group_uuid": group, "message": message,
+def row_item(*, owner: dict, other: dict, group: str, sk: str, message: str, sender: dict) -> dict:
+    """Return the plain conversation row of `owner` (it shows the other participant) after a first message.
+
+    Read state rides on the row, so listing conversations stays one Query:
+    `read_at` (the owner's effective read marker: their explicit marker or
+    their own newest message, whichever is later), `counted_until` (the
+    newest message counted), `unread` (the other's messages in between),
+    `peer_read_at` (the other's effective marker) and `v` (a version for
+    optimistic updates by the stream handler).
+    """
+    own = owner["uuid"] == sender["uuid"]
+    item = {"pk": GROUP_PREFIX + owner["uuid"], "sk": sk, "message_group_uuid": group, "message": message,
             "last_message_at": sk, "user_uuid": other["uuid"], "user_display_name": other["display_name"],
-            "user_handle": other["handle"]}
+            "user_handle": other["handle"], "counted_until": sk, "unread": 0 if own else 1, "v": 1}
+    item["read_at" if own else "peer_read_at"] = sk
+    return item
 
 
 def membership_item(group: str, user_uuid: str, created_at: str) -> dict:
@@ -146,7 +157,8 @@ def group_out(item: dict) -> dict:
     """Return a conversation row as the API shows it."""
     return {"uuid": item.get("message_group_uuid"), "display_name": item.get("user_display_name"),
             "handle": item.get("user_handle"), "message": item.get("message"),
-            "created_at": item.get("last_message_at") or item["sk"]}
+            "created_at": item.get("last_message_at") or item["sk"],
+            "unread_count": int(item.get("unread") or 0), "peer_last_read_at": item.get("peer_read_at")}
 
 
 def row_time(row: dict) -> str:
@@ -155,10 +167,20 @@ def row_time(row: dict) -> str:
 
 
 def message_from_image(image: dict) -> dict | None:
-    """Return {message_group_uuid, sk, message} of a stream NEW_IMAGE if it is a message, else None."""
+    """Return {message_group_uuid, sk, message, sender} of a stream NEW_IMAGE if it is a message, else None."""
     pk = image.get("pk", {}).get("S", "")
     sk = image.get("sk", {}).get("S", "")
     if not pk.startswith(MESSAGE_PREFIX) or not is_timestamp(sk):
         return None
     return {"message_group_uuid": pk[len(MESSAGE_PREFIX):], "sk": sk,
-            "message": image.get("message", {}).get("S", "")}
+            "message": image.get("message", {}).get("S", ""), "sender": image.get("user_uuid", {}).get("S")}
+
+
+def read_marker_from_image(image: dict) -> dict | None:
+    """Return {message_group_uuid, user_uuid, last_read_at} of a membership NEW_IMAGE with a marker, else None."""
+    pk = image.get("pk", {}).get("S", "")
+    marker = image.get("last_read_at", {}).get("S")
+    if not pk.startswith(MEMBER_PREFIX) or not is_timestamp(marker):
+        return None
+    return {"message_group_uuid": pk[len(MEMBER_PREFIX):], "user_uuid": image.get("sk", {}).get("S", ""),
+            "last_read_at": marker}

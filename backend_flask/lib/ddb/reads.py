@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from backend_flask.lib.cache import BoundedCache
 from backend_flask.lib.ddb.calls import put_if_absent, query_items, translate_errors
 from backend_flask.lib.ddb.cursors import decode_cursor, encode_cursor
 from backend_flask.lib.ddb.keys import (
@@ -38,6 +39,7 @@ class ReadsMixin:
 
     client: Any
     name: str
+    known_members: BoundedCache
 
     def list_messages(self, message_group_uuid: str, *, limit: int = DEFAULT_LIMIT, before: str | None = None) -> dict:
         """A: return one page of a conversation, oldest first, and the cursor of the older page."""
@@ -65,26 +67,38 @@ class ReadsMixin:
         return {"items": page, "next": encode_cursor(pk, page[-1]["sk"]) if more and page else None}
 
     def is_member(self, message_group_uuid: str, user_uuid: str) -> bool:
-        """Tell whether the user takes part in the conversation (strongly consistent read).
+        """Tell whether the user takes part in the conversation (strongly consistent read)."""
+        return self.membership(message_group_uuid, user_uuid) is not None
+
+    def membership(self, message_group_uuid: str, user_uuid: str, *, fresh: bool = False) -> dict | None:
+        """Return the user's membership item ({} or {"last_read_at"}) read strongly consistent, or None.
 
         A conversation written by the original bootcamp code has conversation
         rows but no membership items: when the item is missing, the index is
         asked whether the user owns a row of the group, and if so the
         membership items are written, so the next check is the cheap one.
+        A membership found is remembered; `fresh` reads the stored marker anyway.
         """
         if not is_uuid(message_group_uuid) or not isinstance(user_uuid, str) or not 0 < len(user_uuid) <= 128:
-            return False
+            return None
+        known = None if fresh else self.known_members.get((message_group_uuid, user_uuid))
+        if known is not None:
+            return dict(known)
         with translate_errors():
             response = self.client.get_item(TableName=self.name, Key=key(MEMBER_PREFIX + message_group_uuid,
                                                                          user_uuid),
-                                            ConsistentRead=True, ProjectionExpression="pk")
+                                            ConsistentRead=True, ProjectionExpression="pk, last_read_at")
         if "Item" in response:
-            return True
-        owners = self.row_owners(message_group_uuid)
-        if user_uuid not in owners:
-            return False
-        self.backfill_membership(message_group_uuid, owners)
-        return True
+            found = from_item(response["Item"])
+            membership = {"last_read_at": found["last_read_at"]} if "last_read_at" in found else {}
+        else:
+            owners = self.row_owners(message_group_uuid)
+            if user_uuid not in owners:
+                return None  # non-members are never remembered: they may be added later
+            self.backfill_membership(message_group_uuid, owners)
+            membership = {}
+        self.known_members.put((message_group_uuid, user_uuid), membership)
+        return dict(membership)
 
     def row_owners(self, message_group_uuid: str) -> set[str]:
         """Return the users who own a conversation row of the group, as the index shows them."""
@@ -127,17 +141,23 @@ class ReadsMixin:
         return {item["sk"]["S"] for item in response.get("Items", [])}
 
     def scan(self, *, limit: int | None = None) -> Iterator[dict]:
-        """Yield every item of the table as a plain dict (tools, never the API)."""
+        """Yield every item of the table as a plain dict, at most `limit` of them (tools, never the API).
+
+        Each Scan call asks for no more than the items still wanted, so a small
+        limit reads (and is billed for) that many items, not a whole page.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit!r}")
         kwargs: dict[str, Any] = {"TableName": self.name}
         seen = 0
         with translate_errors():
-            while True:
+            while limit is None or seen < limit:
+                if limit is not None:
+                    kwargs["Limit"] = limit - seen
                 response = self.client.scan(**kwargs)
                 for item in response.get("Items", []):
                     yield from_item(item)
                     seen += 1
-                    if limit is not None and seen >= limit:
-                        return
                 if "LastEvaluatedKey" not in response:
                     return
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]

@@ -99,9 +99,9 @@ class WritesMixin:
                 "sender_member": _put(self.name, membership_item(group, sender["uuid"], sk)),
                 "receiver_member": _put(self.name, membership_item(group, receiver["uuid"], sk)),
                 "sender_row": _put(self.name, row_item(owner=sender, other=receiver, group=group, sk=sk,
-                                                       message=message)),
+                                                       message=message, sender=sender)),
                 "receiver_row": _put(self.name, row_item(owner=receiver, other=sender, group=group, sk=sk,
-                                                         message=message)),
+                                                         message=message, sender=sender)),
                 "message": _put(self.name, message_item(group, sk, message_uuid, sender, message)),
             }
             if idem:
@@ -122,13 +122,8 @@ class WritesMixin:
             if cancelled.failed("receiver_member"):
                 # Only the receiver belongs to the pair's conversation: never let a non-member append.
                 raise NotFound("message_group_not_found", detail=f"{sender['uuid']} is not a member of {group}")
-            if cancelled.failed("sender_row", "receiver_row", "message"):
-                sk = later(sk)  # another item of an owner sits at this microsecond
-            elif cancelled.retryable:
-                backoff(attempt)
-                sk = later(sk)
-            else:
-                raise cancelled.error("create_message_group")
+            _retry_later(cancelled, attempt, "create_message_group", "sender_row", "receiver_row", "message")
+            sk = later(sk)
         raise DynamoDBUnavailable(detail="create_message_group: too many conflicting writes")
 
     def create_message(self, *, message_group_uuid: str, sender: dict, message: str,
@@ -167,13 +162,8 @@ class WritesMixin:
                 first = self._first_result(sender["uuid"], idem, cancelled, group=group, message=message)
                 first.pop("message_group_uuid", None)
                 return first
-            if cancelled.failed("message"):
-                sk = later(sk)
-            elif cancelled.retryable:
-                backoff(attempt)
-                sk = later(sk)
-            else:
-                raise cancelled.error("create_message")
+            _retry_later(cancelled, attempt, "create_message", "message")
+            sk = later(sk)
         raise DynamoDBUnavailable(detail="create_message: too many conflicting writes")
 
     def _ours(self, cancelled: Cancelled, group: str, sk: str, message_uuid: str) -> bool:
@@ -209,6 +199,20 @@ class WritesMixin:
         if stored.get("request", _fingerprint(group, message)) != _fingerprint(group, message):
             raise Conflict("idempotency_key_reused", detail="idempotency key already used for another message")
         return _json_order(stored["result"])
+
+
+def _retry_later(cancelled: Cancelled, attempt: int, what: str, *keyed: str) -> None:
+    """Decide about a cancelled write: return to retry it a microsecond later, raise when that cannot help.
+
+    A failed condition on one of the `keyed` actions means another item sits at
+    that microsecond; a conflict or throttling is retried after a backoff.
+    """
+    if cancelled.failed(*keyed):
+        return
+    if cancelled.retryable:
+        backoff(attempt)
+        return
+    raise cancelled.error(what)
 
 
 # The order the API answers a message in; a replay must answer the same JSON, key order included.
