@@ -27,8 +27,11 @@ CREATE TABLE IF NOT EXISTS public.realtime_events (
   user_uuids         uuid[] NOT NULL,
   message_group_uuid uuid NOT NULL,
   position           timestamptz NOT NULL,
+  read_position      timestamptz,
   payload            text
 );
+-- A read is located by when it happened (its marker is a message's time, possibly old).
+ALTER TABLE public.realtime_events ADD COLUMN IF NOT EXISTS read_position timestamptz;
 
 -- A replay asks "which of my conversations had activity since": the recipients' array, by GIN.
 CREATE INDEX IF NOT EXISTS realtime_events_user_uuids_idx ON public.realtime_events USING gin (user_uuids);

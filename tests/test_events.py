@@ -288,3 +288,48 @@ def test_streams_replay_what_was_published_while_their_process_was_not_listening
         post(api, a, message_group_uuid=group, message=later)
         seen += stream.collect(until_message(later), WAIT, kinds={"message"})
     assert [m["message"] for m in messages_of(seen)] == [*texts, later]
+
+
+def _old_message(messages: ddb.MessagesTable, group: str, sender: dict, text: str) -> str:
+    """Put a message an hour old into a conversation (as if read only now); return its created_at."""
+    sk = ddb.to_iso(datetime.fromtimestamp(time.time() - 3600).astimezone())
+    messages.client.put_item(TableName=messages.name, Item=ddb.to_item(
+        ddb.message_item(group, sk, str(uuid.uuid4()), {k: sender[k] for k in ("uuid", "handle", "display_name")},
+                         text)))
+    return sk
+
+
+def test_reading_an_old_message_reaches_the_other_member_at_once(api, make_user, messages):
+    # GIVEN a conversation holding a message an hour old, and a's stream
+    a, b = make_user(), make_user()
+    group = post(api, a, handle=b["handle"], message="hi")["message_group_uuid"]
+    old = _old_message(messages, group, a, "from an hour ago")
+    with open_stream(api, a) as stream:
+        # WHEN b marks the conversation read up to that old message
+        status, _, _ = api.request("POST", f"/api/message_groups/{group}/read", token=b["token"],
+                                   body={"created_at": old})
+        assert status == 200
+        # THEN a is told, although the marker is an hour old
+        (read,) = stream.collect(lambda s: bool(s), WAIT, kinds={"read"})
+        assert read.json() == {"message_group_uuid": group, "handle": b["handle"], "last_read_at": old}
+
+
+def test_a_read_missed_while_away_is_replayed_once(api, make_user, messages):
+    # GIVEN a's id from before b reads an old message
+    a, b = make_user(), make_user()
+    group = post(api, a, handle=b["handle"], message="hi")["message_group_uuid"]
+    old = _old_message(messages, group, a, "from an hour ago")
+    with open_stream(api, a) as stream:
+        away = stream.last_id
+    status, _, _ = api.request("POST", f"/api/message_groups/{group}/read", token=b["token"], body={"created_at": old})
+    assert status == 200
+    # WHEN a resumes, THEN the read comes once; resuming after it, it does not come again
+    later = f"later {uuid.uuid4().hex[:6]}"
+    with open_stream(api, a, last_event_id=away) as resumed:
+        reads = [e for e in resumed.collect(lambda s: any(e.event == "read" for e in s), WAIT) if e.event == "read"]
+        assert [r.json()["last_read_at"] for r in reads] == [old]
+        after = resumed.last_id
+    post(api, b, message_group_uuid=group, message=later)
+    with open_stream(api, a, last_event_id=after) as again:
+        seen = again.collect(until_message(later), WAIT)
+    assert [e.event for e in seen if e.event == "read"] == []

@@ -71,10 +71,11 @@ def test_activity_names_the_users_conversations_after_a_time(bus):
     times = [from_micros(int((time.time() + n) * 1e6)) for n in range(4)]
     bus.publish([event(to=[me, other], group=first, at=times[0])])
     bus.publish([event(to=[me], group=first, at=times[2])])
-    bus.publish([event(to=[me], group=second, at=times[1])])
+    bus.publish([event("read", to=[me], group=second, at=times[1])])
     bus.publish([event(to=[other], group=str(uuid.uuid4()), at=times[3])])
-    # THEN my activity after the first publish names both conversations at their newest position
-    assert bus.activity(me, times[0]) == {first: times[2], second: times[1]}
+    # THEN my activity after the first publish names both conversations at their newest position, and reads
+    assert bus.activity(me, times[0]) == {first: {"position": times[2], "read": None},
+                                          second: {"position": times[1], "read": times[1]}}
     assert bus.activity(me, times[2]) == {}
 
 

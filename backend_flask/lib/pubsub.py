@@ -150,16 +150,23 @@ class Bus:
         body = json.dumps({"v": 1, "e": [e.as_json() for e in events]}, ensure_ascii=False, separators=(",", ":"))
         fits = len(body.encode()) <= MAX_NOTIFY_BYTES
         recipients = sorted({user for e in events for user in e.to})
+        reads = [e.time for e in events if e.kind == "read"]
         with _translate("publish"):
             self.db.query_value("events/publish", channel=self.channel, user_uuids=recipients,
                                 message_group_uuid=group, position=_parse(max(e.time for e in events)),
+                                read_position=_parse(max(reads)) if reads else None,
                                 inline=body if fits else None, payload=None if fits else body)
 
-    def activity(self, user_uuid: str, since: str) -> dict[str, str]:
-        """Return {conversation: newest position} of the user's publishes after `since` (a table timestamp)."""
+    def activity(self, user_uuid: str, since: str) -> dict[str, dict]:
+        """Return what the user was sent after `since` (a table timestamp), by conversation.
+
+        {conversation: {"position": newest, "read": newest read event's time or None}}
+        """
         with _translate("read activity"):
             rows = self.db.query_array("events/activity", user_uuid=user_uuid, since=_parse(since))
-        return {row["message_group_uuid"]: to_iso(row["position"]) for row in rows}
+        return {row["message_group_uuid"]: {"position": to_iso(row["position"]),
+                                            "read": to_iso(row["read_position"]) if row["read_position"] else None}
+                for row in rows}
 
     def prune(self) -> int:
         """Forget publishes older than the replay window; return how many."""

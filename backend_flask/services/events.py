@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from backend_flask.lib.ddb import MessagesTable
-from backend_flask.lib.ddb.keys import GROUP_PREFIX, group_out, message_out, row_time, to_iso
+from backend_flask.lib.ddb.keys import GROUP_PREFIX, group_out, message_out, now_iso, row_time, to_iso
 from backend_flask.lib.errors import Error, Unauthorized
 from backend_flask.lib.pubsub import GAP, Bus, Event
 
@@ -171,9 +171,14 @@ def group_event(owner: str, row: dict) -> Event:
     return Event("message_group", changed, view["uuid"], (owner,), view)
 
 
-def read_event(message_group_uuid: str, reader_handle: str, last_read_at: str, to: Iterable[str]) -> Event:
-    """Return the `read` event: the reader read the conversation up to last_read_at."""
-    return Event("read", last_read_at, message_group_uuid, tuple(to),
+def read_event(message_group_uuid: str, reader_handle: str, last_read_at: str, to: Iterable[str], *,
+               at: str) -> Event:
+    """Return the `read` event: the reader read the conversation up to last_read_at, at time `at`.
+
+    Its position is when the read happened, not the marker: a marker is a
+    message's time, which may be long past.
+    """
+    return Event("read", at, message_group_uuid, tuple(to),
                  {"message_group_uuid": message_group_uuid, "handle": reader_handle, "last_read_at": last_read_at})
 
 
@@ -259,7 +264,7 @@ def publish_read(bus: Bus | None, *, message_group_uuid: str, reader: dict, last
     if bus is None:
         return
     peers = sorted(m for m in members if m != reader["uuid"])
-    events = [read_event(message_group_uuid, reader["handle"], last_read_at, peers)]
+    events = [read_event(message_group_uuid, reader["handle"], last_read_at, peers, at=now_iso())]
     events += [group_event(owner, row) for owner, row in sorted((rows or {}).items())]
     try:
         bus.publish(events)
@@ -291,8 +296,9 @@ def replay(bus: Bus, table: MessagesTable, user_uuid: str, cursor: Cursor) -> li
     if more:
         return None
     changed = {row["message_group_uuid"]: row for row in rows if row.get("message_group_uuid")}
-    # Conversations whose rows pattern E has not moved yet, as the publish log names them.
-    groups = set(changed) | set(bus.activity(user_uuid, since))
+    # Conversations whose rows pattern E has not moved yet, and reads (which move no row), from the publish log.
+    activity = bus.activity(user_uuid, since)
+    groups = set(changed) | set(activity)
     if len(groups) > MAX_REPLAY_GROUPS:
         return None
     found: list[Event] = []
@@ -312,9 +318,12 @@ def replay(bus: Bus, table: MessagesTable, user_uuid: str, cursor: Cursor) -> li
             row = with_message(row, messages[-1]["message"], messages[-1]["created_at"])
         event = group_event(user_uuid, row)
         found.append(event)
-        last_read = event.data.get("peer_last_read_at")
-        if isinstance(last_read, str) and last_read > since:
-            found.append(read_event(group, event.data["handle"], last_read, (user_uuid,)))
+        read_at = activity.get(group, {}).get("read")
+        if read_at:  # the other member read since: their marker as the table has it now, placed at the read
+            peer = row.get("user_uuid")
+            marker = (table.membership(group, peer, fresh=True) or {}).get("last_read_at") if peer else None
+            if marker:
+                found.append(read_event(group, event.data["handle"], marker, (user_uuid,), at=read_at))
     return sorted((e for e in found if not cursor.delivered(position(e))), key=replay_order)
 
 
@@ -392,8 +401,8 @@ def _stream(bus, table, user_uuid, subscription, cursor, first, subscribed, toke
                 else:
                     yield from _replayed(events, cursor, queried)
                 cursor.advance(horizon)
-            elif item is not None and cursor.wants(position(item)):
-                cursor.add(position(item))
+            elif item is not None and cursor.wants(where := position(item)):
+                cursor.add(where)
                 cursor.advance(horizon)
                 sent += 1
                 yield sse(event=item.kind, data=item.data, id=cursor.encode())
