@@ -16,6 +16,7 @@ reported as ratios to baselines measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +35,8 @@ import psutil
 from backend_flask.config import ROOT, Config
 from backend_flask.lib import ddb
 from backend_flask.lib.aws import make_client
+from backend_flask.lib.db import Db, make_pool
+from backend_flask.lib.pubsub import Bus
 from bench import loads, patterns, report
 from bench.servers import SERVERS, RunningServer, start_all
 from toolbox import seed, stream_runner
@@ -93,6 +97,19 @@ def seed_conversations(table: ddb.MessagesTable, users: list[dict], messages_per
     return groups
 
 
+@contextlib.contextmanager
+def event_bus(config: Config) -> Iterator[Bus]:
+    """The API's event bus on the stack's Postgres, so the patterns publish what the API publishes."""
+    pool = make_pool(config.connection_url, min_size=1, max_size=4, timeout=config.db_timeout)
+    pool.open()
+    bus = Bus(Db(pool), config.connection_url, timeout=config.db_timeout)
+    try:
+        yield bus
+    finally:
+        bus.close()
+        pool.close()
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(terse=True),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
@@ -109,10 +126,10 @@ def run(sizes: dict, quick: bool) -> dict:
     """Start a throw-away stack, measure everything, return the result dict."""
     started = time.monotonic()
     result: dict = {"machine": machine(), "quick": quick, "sizes": sizes,
-                    "load_average": {"before": os.getloadavg()[0]},
+                    "load_average": {"before": os.getloadavg()[0]}, "event_bus": True,
                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "servers": [{"key": s.key, "label": s.label} for s in SERVERS]}
-    with tempfile.TemporaryDirectory() as tmp, ephemeral_stack(Path(tmp)) as stack:
+    with tempfile.TemporaryDirectory() as tmp, ephemeral_stack(Path(tmp)) as stack, event_bus(stack.config) as bus:
         workdir, config = Path(tmp), stack.config
         client = make_client("dynamodb", region=config.aws_region, endpoint_url=config.aws_endpoint_url)
         table = ddb.MessagesTable(client, config.ddb_message_table)
@@ -124,7 +141,7 @@ def run(sizes: dict, quick: bool) -> dict:
         # Patterns first, while nothing else touches the table (the stream runner would race E).
         log.info("patterns A-E")
         result["patterns"] = patterns.measure_patterns(table, reader, person(users[0]), groups[0], person(users[1]),
-                                                       sizes["repeat"])
+                                                       sizes["repeat"], bus=bus)
         # The runner is its own process, as the Lambda is in AWS.
         runner = stream_runner.start_process(config, log_path=workdir / "stream-runner.log")
         try:
@@ -171,7 +188,7 @@ def run(sizes: dict, quick: bool) -> dict:
             owners[n] = patterns.person("owner")
             seed.seed_conversation_rows(table, owners[n], n)
         result["growth"] = {"repeat": sizes["growth_repeat"], "rows": patterns.measure_growth(
-            table, conversations, owners, sizes["growth_repeat"])}
+            table, conversations, owners, sizes["growth_repeat"], bus=bus)}
         result["growth"]["ratios"] = patterns.growth_ratios(result["growth"]["rows"])
     result["duration_s"] = round(time.monotonic() - started, 1)
     result["load_average"]["after"] = os.getloadavg()[0]

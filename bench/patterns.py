@@ -19,7 +19,8 @@ from typing import Any
 
 from backend_flask.lib import ddb
 from backend_flask.lib.ddb.keys import GROUP_INDEX, GROUP_PREFIX, MEMBER_PREFIX, MESSAGE_PREFIX
-from backend_flask.services import message_groups, messages
+from backend_flask.lib.pubsub import Bus
+from backend_flask.services import events, message_groups, messages
 from bench.loadgen import percentile
 from toolbox import seed, stream_runner
 from toolbox.capacity import (
@@ -78,6 +79,10 @@ class Reader:
             if "LastEvaluatedKey" not in response:
                 return total
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def members(self, group: str) -> list[dict]:
+        """The membership items of a group."""
+        return self.newest(MEMBER_PREFIX + group, 10)
 
     def group_rows(self, group: str) -> list[dict]:
         """The conversation rows of a group as the index shows them (the newest per owner)."""
@@ -140,20 +145,23 @@ def stream_event(message: dict) -> dict:
 
 
 def measure_patterns(table: ddb.MessagesTable, reader: Reader, me: dict, group: str, peer: dict,
-                     repeat: int) -> list[dict]:
+                     repeat: int, bus: Bus | None = None) -> list[dict]:
     """Bill, minimum and latency of patterns A–E and R (mark read), through the services the API calls.
 
     A and D are measured twice: for a member this process has not seen yet
     (the membership read) and for one it remembers. E runs the stream
     Lambda's own batch handler on one new message. E' prices the cheapest
-    correct alternative to E's transactions from the same rows.
+    correct alternative to E's transactions from the same rows. With `bus`
+    (the API's event bus), sends and moved markers publish their events as
+    the API does, and a minimum counts what an event needs that the pattern
+    has not read anyway.
     """
     with Metered(table) as metered:
-        return _measure_patterns(metered, table, reader, me, group, peer, repeat)
+        return _measure_patterns(metered, table, reader, me, group, peer, repeat, bus)
 
 
 def _measure_patterns(metered: Metered, table: ddb.MessagesTable, reader: Reader, me: dict, group: str,
-                      peer: dict, repeat: int) -> list[dict]:
+                      peer: dict, repeat: int, bus: Bus | None) -> list[dict]:
     rows = []
     messages_pk, membership_key = MESSAGE_PREFIX + group, (MEMBER_PREFIX + group, me["uuid"])
     counter = iter(range(10**9))
@@ -169,18 +177,25 @@ def _measure_patterns(metered: Metered, table: ddb.MessagesTable, reader: Reader
     def membership_and_page() -> tuple[dict, list[dict]]:
         return reader.get(*membership_key), reader.newest(messages_pk, PAGE)
 
+    # What an event needs: a moved marker is told to the other member (the members, strongly consistent);
+    # a new message's message_group events carry both rows (one eventually consistent index Query).
+    tell_members = query_cost(reader.members(group), consistent=True) if bus else 0.0
+    tell_rows = query_cost(reader.group_rows(group), consistent=False) if bus else 0.0
+    members_rule = " + the members, to tell the other one (one strongly consistent Query)" if bus else ""
+    rows_rule = " + both rows, for the message_group events (one eventually consistent index Query)" if bus else ""
+
     # A, first open in this process: membership read, the page, and the read marker moved to its newest message.
     def open_a(_prepared=None):
-        return messages.list_messages(table, me, group, limit=PAGE)
+        return messages.list_messages(table, me, group, limit=PAGE, bus=bus)
 
     _, _, billed = metered.once(open_a, peer_says)
     membership, page = membership_and_page()
     count = reader.count(messages_pk)
     rows.append(row("A", f"open a conversation: {len(page)} of {count} messages, membership read, read marker moved",
                     billed, get_cost(membership, consistent=True) + query_cost(page, consistent=False)
-                    + write_units(item_size(membership)),
+                    + write_units(item_size(membership)) + tell_members,
                     "membership item (strongly consistent GetItem) + the page (one eventually consistent Query) "
-                    "+ the marker on the membership item (one write)",
+                    "+ the marker on the membership item (one write)" + members_rule,
                     metered.per_call(open_a, repeat, peer_says), item_bytes=_sizes(page)))
 
     # A', the same member again: remembered, no new message, so the marker stays.
@@ -202,31 +217,37 @@ def _measure_patterns(metered: Metered, table: ddb.MessagesTable, reader: Reader
                     item_bytes=_sizes(groups_page)))
 
     # C: a new pair's first message: both rows, the message and both memberships, all or nothing.
+    # (start_conversation without its Postgres lookup of the receiver: every call needs a pair never seen.)
     def start_c(_prepared=None):
-        return table.create_message_group(sender=person("sender"), receiver=person("receiver"), message="first")
+        sender, receiver = person("sender"), person("receiver")
+        created = table.create_message_group(sender=sender, receiver=receiver, message="first")
+        events.publish_message(bus, table, message=created, sender=sender, receiver=receiver)
+        return created
 
     _, first, billed = metered.once(start_c)
     written = _conversation_items(reader, first)
     rows.append(row("C", "new conversation: 2 rows + message + 2 memberships, one transaction", billed,
                     sum(put_cost(item, transactional=True) for item in written),
-                    "5 new items in one transaction (2 units per KB each) + the 2 rows' index entries",
+                    "5 new items in one transaction (2 units per KB each) + the 2 rows' index entries"
+                    + ("; its events need nothing it has not just written" if bus else ""),
                     metered.per_call(start_c, repeat), item_bytes=_sizes(written)))
 
     # D and D': append, as a member this process has not seen yet, then as one it remembers.
     def append_d(_prepared=None):
-        return messages.append_message(table, sender=me, message_group_uuid=group, message="bench append")
+        return messages.append_message(table, sender=me, message_group_uuid=group, message="bench append", bus=bus)
 
     _, appended, billed = metered.once(append_d, forget)
     message = reader.get(messages_pk, appended["created_at"])
     membership = reader.get(*membership_key)
     rows.append(row("D", "append a message, membership read (first time in this process)", billed,
-                    get_cost(membership, consistent=True) + put_cost(message),
-                    "membership item (strongly consistent GetItem) + the message (one PutItem, not indexed)",
+                    get_cost(membership, consistent=True) + put_cost(message) + tell_rows,
+                    "membership item (strongly consistent GetItem) + the message (one PutItem, not indexed)"
+                    + rows_rule,
                     metered.per_call(append_d, repeat, forget), item_bytes=_sizes([message])))
     _, appended, billed = metered.once(append_d)
     message = reader.get(messages_pk, appended["created_at"])
-    rows.append(row("D'", "append a message, member remembered", billed, put_cost(message),
-                    "the message (one PutItem, not indexed)", metered.per_call(append_d, repeat),
+    rows.append(row("D'", "append a message, member remembered", billed, put_cost(message) + tell_rows,
+                    "the message (one PutItem, not indexed)" + rows_rule, metered.per_call(append_d, repeat),
                     item_bytes=_sizes([message])))
 
     # E: the stream Lambda's handler on a batch of one new message (mine): count the peer's unread, move both rows.
@@ -260,16 +281,16 @@ def _measure_patterns(metered: Metered, table: ddb.MessagesTable, reader: Reader
 
     # R: POST .../read: move my marker to the newest message and answer my unread count.
     def mark_r(_prepared=None):
-        return messages.mark_read(table, me, group)
+        return messages.mark_read(table, me, group, bus=bus)
 
     newest, _, billed = metered.once(mark_r, peer_says)
     membership = reader.get(*membership_key)
     newest_item = reader.get(messages_pk, newest["created_at"])
     rows.append(row("R", "mark read: my marker to the newest message, answer my unread count", billed,
                     get_cost(membership, consistent=True) + get_cost(newest_item, consistent=True)
-                    + write_units(item_size(membership)) + query_cost([], consistent=True),
+                    + write_units(item_size(membership)) + query_cost([], consistent=True) + tell_members,
                     "membership item and the newest message (strongly consistent) + the marker (one write) + "
-                    "the messages after it, to count (strongly consistent; none)",
+                    "the messages after it, to count (strongly consistent; none)" + members_rule,
                     metered.per_call(mark_r, repeat, peer_says), item_bytes=_sizes([membership])))
     return rows
 
@@ -298,25 +319,25 @@ def conversation_of(table: ddb.MessagesTable, messages: int, *, workers: int = 4
 
 
 def measure_growth(table: ddb.MessagesTable, conversations: dict[int, tuple[dict, str]], owners: dict[int, dict],
-                   repeat: int) -> list[dict]:
+                   repeat: int, bus: Bus | None = None) -> list[dict]:
     """p50, p99 and capacity per call of A and D by conversation size, and of B by the owner's conversation count."""
     with Metered(table) as metered:
-        return _measure_growth(metered, table, conversations, owners, repeat)
+        return _measure_growth(metered, table, conversations, owners, repeat, bus)
 
 
 def _measure_growth(metered: Metered, table: ddb.MessagesTable, conversations: dict[int, tuple[dict, str]],
-                    owners: dict[int, dict], repeat: int) -> list[dict]:
+                    owners: dict[int, dict], repeat: int, bus: Bus | None) -> list[dict]:
     rows = []
     for size, (sender, group) in sorted(conversations.items()):
         def open_a(_prepared=None, group=group, sender=sender):
-            return messages.list_messages(table, sender, group, limit=PAGE)
+            return messages.list_messages(table, sender, group, limit=PAGE, bus=bus)
 
         page = len(open_a()["items"])   # the first open reads the membership and moves the marker
         rows.append({"pattern": "A", "size": size, "of": "messages; open again, member remembered", "page": page,
                      **metered.per_call(open_a, repeat)})
     for size, (sender, group) in sorted(conversations.items()):
         def append_d(_prepared=None, group=group, sender=sender):
-            return messages.append_message(table, sender=sender, message_group_uuid=group, message="growth")
+            return messages.append_message(table, sender=sender, message_group_uuid=group, message="growth", bus=bus)
 
         rows.append({"pattern": "D", "size": size, "of": "messages; append, member remembered", "page": None,
                      **metered.per_call(append_d, repeat)})

@@ -81,8 +81,11 @@ def _patterns(report: dict) -> list[str]:
     out = ["capacity units per call: 'AWS bill' is the meter's price of every call the code made (failed",
            "conditional writes and cancelled transactions included); 'minimum' prices only the items the access",
            "pattern must touch, read back from the table, with the same rules (toolbox/capacity.py); 'Local says'",
-           "is DynamoDB Local's own figure, wrong for transactions", "",
-           "pattern  AWS bill  minimum  at min  Local says  p50 ms  p99 ms  what"]
+           "is DynamoDB Local's own figure, wrong for transactions"]
+    if report.get("event_bus"):
+        out += ["the patterns run through the services the API calls, publishing their events on the API's event",
+                "bus (Postgres) as the API does"]
+    out += ["", "pattern  AWS bill  minimum  at min  Local says  p50 ms  p99 ms  what"]
     for p in report["patterns"]:
         at = "-" if p["at_minimum"] is None else ("yes" if p["at_minimum"] else "NO")
         out.append(f"{p['pattern']:<8} {_num(p['capacity'], '.1f', 8)} {p['minimum']:>8.1f} {at:>7} "
